@@ -1,0 +1,1 @@
+"""The index server: serves each platform's Simple Repository API and accepts uploads."""

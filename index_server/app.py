@@ -1,0 +1,44 @@
+"""The Flask application."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from index_server.config import Settings
+from index_server.services import Services, build_services
+from index_server.views import api, files, simple, upload
+from index_server.views.common import error_response
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    if services is None:
+        services = build_services(settings or Settings.from_env())
+    app = Flask(__name__)
+    app.extensions["wheelfarm"] = services
+    # Checked by werkzeug before the body is read; larger uploads get a 413.
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.max_upload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    for blueprint in (api.bp, upload.bp, files.bp, simple.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, error_response)
+
+    @app.get("/")
+    def home() -> Response:
+        names = sorted(services.platforms)
+        if "application/json" in request.headers.get("Accept", ""):
+            return jsonify({"platforms": names})
+        links = "\n".join(f'<li><a href="/{n}/simple/">{n}</a></li>' for n in names)
+        return Response(
+            "<!DOCTYPE html><html><head><title>wheelfarm</title></head><body>"
+            f"<h1>wheelfarm</h1><p>One index per platform:</p><ul>\n{links}\n</ul>"
+            "</body></html>\n",
+            content_type="text/html; charset=utf-8",
+        )
+
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify({"status": "ok"})
+
+    return app

@@ -1,0 +1,254 @@
+"""The ``wheelfarm`` command. Every option can also be set by its WHEELFARM_* variable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from index_server.config import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from index_server.services import build_services
+
+    return build_services(_settings(ctx))
+
+
+@click.group()
+@click.option(
+    "--data-dir",
+    envvar="WHEELFARM_DATA_DIR",
+    type=click.Path(path_type=Path),
+    default="wheelfarm-data",
+    show_default=True,
+    help="SQLite file and stored files.",
+)
+@click.option(
+    "--database-url",
+    envvar="WHEELFARM_DATABASE_URL",
+    default="",
+    help="SQLAlchemy URL; default: SQLite in the data dir.",
+)
+@click.option(
+    "--storage-url",
+    envvar="WHEELFARM_STORAGE_URL",
+    default="",
+    help="file:///path; default: files/ in the data dir.",
+)
+@click.option(
+    "--admin-token",
+    envvar="WHEELFARM_ADMIN_TOKEN",
+    default=None,
+    help="If set, a token with this value has the admin scope.",
+)
+@click.option(
+    "--upstream-url",
+    envvar="WHEELFARM_UPSTREAM_URL",
+    default=None,
+    help="Upstream Simple API URL(s); 'none' disables.",
+)
+@click.option(
+    "--read-requires-token/--open-read",
+    envvar="WHEELFARM_READ_REQUIRES_TOKEN",
+    default=False,
+    help="Require a read token for pages and files.",
+)
+@click.option("--max-upload-bytes", envvar="WHEELFARM_MAX_UPLOAD_BYTES", type=int, default=None)
+@click.option(
+    "--page-max-age",
+    envvar="WHEELFARM_PAGE_MAX_AGE",
+    type=int,
+    default=None,
+    help="Cache-Control max-age of index pages, in seconds.",
+)
+@click.pass_context
+def main(ctx: click.Context, **options: object) -> None:
+    """wheelfarm: a private index of prebuilt wheels, one per platform."""
+    ctx.obj = Settings.from_env(
+        {},
+        data_dir=options["data_dir"],
+        database_url=options["database_url"],
+        storage_url=options["storage_url"],
+        admin_token=options["admin_token"] or None,
+        upstream_urls=options["upstream_url"],
+        read_requires_token=options["read_requires_token"],
+        max_upload_bytes=options["max_upload_bytes"],
+        page_max_age=options["page_max_age"],
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=None, type=int, help="Processes; default: CPU count.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, workers: int | None, threads: int, access_log: bool
+) -> None:
+    """Run the index server (gunicorn)."""
+    from index_server.serve import default_workers
+    from index_server.serve import serve as run
+
+    run(_settings(ctx), host, port, workers or default_workers(), threads, access_log)
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply Alembic migrations up to the newest schema."""
+    from index_server.db.migrate import current_revision, upgrade
+
+    url = _settings(ctx).resolved_database_url
+    _settings(ctx).data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    click.echo(f"database at revision {current_revision(url)}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--scope", type=click.Choice(["read", "upload", "build", "admin"]), required=True)
+@click.option("--name", default="cli", show_default=True)
+@click.pass_context
+def token_create(ctx: click.Context, scope: str, name: str) -> None:
+    """Create a token and print its secret (shown only once)."""
+    from index_server.auth import create_token
+
+    _id, secret = create_token(_services(ctx).engine, name, scope)
+    click.echo(secret)
+
+
+@token.command("list")
+@click.pass_context
+def token_list(ctx: click.Context) -> None:
+    from index_server.auth import list_tokens
+
+    for t in list_tokens(_services(ctx).engine):
+        state = "revoked" if t["revoked"] else "active"
+        click.echo(f"{t['id']:>4}  {t['scope']:<7} {state:<8} {t['prefix']}…  {t['name']}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: int) -> None:
+    from index_server.auth import revoke_token
+
+    if not revoke_token(_services(ctx).engine, token_id):
+        raise click.ClickException(f"no active token with id {token_id}")
+    click.echo(f"revoked token {token_id}")
+
+
+@main.command("projects")
+@click.pass_context
+def projects_cmd(ctx: click.Context) -> None:
+    """List hosted projects."""
+    from index_server import repository
+    from index_server.db.engine import read_connection
+
+    with read_connection(_services(ctx).engine) as conn:
+        for p in repository.list_projects(conn):
+            click.echo(f"{p['display_name']}  ({p['files']} files)")
+
+
+@main.command("files")
+@click.argument("project")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def files_cmd(ctx: click.Context, project: str, as_json: bool) -> None:
+    """List a project's files with their ids."""
+    from packaging.utils import canonicalize_name
+
+    from index_server import repository
+    from index_server.db.engine import read_connection
+    from index_server.views.api import file_json
+
+    with read_connection(_services(ctx).engine) as conn:
+        records = repository.list_project_files(conn, canonicalize_name(project))
+    if as_json:
+        click.echo(json.dumps([file_json(r) for r in records], indent=2))
+        return
+    for r in records:
+        flags = f" [yanked: {r.yanked_reason or ''}]" if r.yanked else ""
+        click.echo(f"{r.id:>6}  {r.platform or '*':<28} {r.filename}{flags}")
+
+
+def _file_action(ctx: click.Context, action: str, file_id: int, reason: str | None) -> None:
+    from index_server import admin
+
+    svc = _services(ctx)
+    actor = "cli"
+    try:
+        if action == "yank":
+            record = admin.yank_file(svc, file_id, reason, actor)
+        elif action == "unyank":
+            record = admin.unyank_file(svc, file_id, actor)
+        else:
+            record = admin.delete_file(svc, file_id, actor)
+    except admin.NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{action}: {record.filename}")
+
+
+@main.command()
+@click.argument("file_id", type=int)
+@click.option("--reason", default=None)
+@click.pass_context
+def yank(ctx: click.Context, file_id: int, reason: str | None) -> None:
+    """Yank a file (pip skips it unless pinned exactly)."""
+    _file_action(ctx, "yank", file_id, reason)
+
+
+@main.command()
+@click.argument("file_id", type=int)
+@click.pass_context
+def unyank(ctx: click.Context, file_id: int) -> None:
+    """Undo a yank."""
+    _file_action(ctx, "unyank", file_id, None)
+
+
+@main.command()
+@click.argument("file_id", type=int)
+@click.confirmation_option(prompt="Delete this file for good?")
+@click.pass_context
+def delete(ctx: click.Context, file_id: int) -> None:
+    """Delete a file and, if unused, its bytes."""
+    _file_action(ctx, "delete", file_id, None)
+
+
+@main.group()
+def platform() -> None:
+    """Platforms."""
+
+
+@platform.command("list")
+@click.pass_context
+def platform_list(ctx: click.Context) -> None:
+    from platforms import load_platforms
+
+    for p in load_platforms(_settings(ctx).platforms_dir).values():
+        click.echo(
+            f"{p.name:<30} {p.os} {p.release}, CPython {p.python}, {p.arch}, "
+            f"glibc {p.glibc}, best tag {p.supported_tags[0]}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

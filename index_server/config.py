@@ -1,0 +1,72 @@
+"""Settings, read from ``WHEELFARM_*`` environment variables (the CLI sets the same)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from platforms import DEFINITIONS_DIR
+
+DEFAULT_UPSTREAM = "https://pypi.org/simple/"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("wheelfarm-data")
+    database_url: str = ""
+    storage_url: str = ""
+    admin_token: str | None = None
+    upstream_urls: tuple[str, ...] = (DEFAULT_UPSTREAM,)
+    platforms_dir: Path = DEFINITIONS_DIR
+    read_requires_token: bool = False
+    max_upload_bytes: int = 512 * 1024 * 1024
+    page_max_age: int = 60
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'wheelfarm.sqlite3').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "files").resolve().as_uri()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if "WHEELFARM_DATA_DIR" in env:
+            values["data_dir"] = Path(env["WHEELFARM_DATA_DIR"])
+        if "WHEELFARM_DATABASE_URL" in env:
+            values["database_url"] = env["WHEELFARM_DATABASE_URL"]
+        if "WHEELFARM_STORAGE_URL" in env:
+            values["storage_url"] = env["WHEELFARM_STORAGE_URL"]
+        if env.get("WHEELFARM_ADMIN_TOKEN"):
+            values["admin_token"] = env["WHEELFARM_ADMIN_TOKEN"]
+        if "WHEELFARM_UPSTREAM_URL" in env:
+            values["upstream_urls"] = parse_upstreams(env["WHEELFARM_UPSTREAM_URL"])
+        if "WHEELFARM_PLATFORMS_DIR" in env:
+            values["platforms_dir"] = Path(env["WHEELFARM_PLATFORMS_DIR"])
+        if "WHEELFARM_READ_REQUIRES_TOKEN" in env:
+            values["read_requires_token"] = parse_bool(env["WHEELFARM_READ_REQUIRES_TOKEN"])
+        if "WHEELFARM_MAX_UPLOAD_BYTES" in env:
+            values["max_upload_bytes"] = int(env["WHEELFARM_MAX_UPLOAD_BYTES"])
+        if "WHEELFARM_PAGE_MAX_AGE" in env:
+            values["page_max_age"] = int(env["WHEELFARM_PAGE_MAX_AGE"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("upstream_urls"), str):
+            values["upstream_urls"] = parse_upstreams(str(values["upstream_urls"]))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_upstreams(value: str) -> tuple[str, ...]:
+    """``none`` disables the upstream; several URLs are separated by spaces or commas."""
+    if value.strip().lower() in ("", "none"):
+        return ()
+    return tuple(u if u.endswith("/") else u + "/" for u in value.replace(",", " ").split())
+
+
+def parse_bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,1 @@
+"""The index's database: tables, connections and migrations."""

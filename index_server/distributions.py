@@ -1,0 +1,188 @@
+"""Reading distribution files: names from filenames, core metadata from archives.
+
+Pure functions over files on disk; they raise :class:`InvalidDistribution` with a one-line
+reason for anything a client must fix.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.metadata import InvalidMetadata, Metadata, parse_email
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+from platforms import is_pure
+
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+MAX_ARCHIVE_MEMBERS = 200_000
+_SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!\-]*$")
+
+
+class InvalidDistribution(ValueError):
+    """A file is not an acceptable distribution; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class DistributionName:
+    filename: str
+    project: NormalizedName
+    version: Version
+    packagetype: str  # "sdist" or "bdist_wheel"
+    tags: frozenset[Tag]
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.packagetype == "bdist_wheel"
+
+    @property
+    def is_binary(self) -> bool:
+        """A wheel tied to an OS or architecture (not ``any``)."""
+        return self.is_wheel and not is_pure(self.tags)
+
+
+@dataclass(frozen=True)
+class CoreMetadata:
+    raw: bytes  # METADATA or PKG-INFO, byte for byte
+    name: str
+    version: Version
+    requires_python: str | None
+
+
+def parse_filename(filename: str) -> DistributionName:
+    """Name, version and kind of a distribution from its filename, checked for safety."""
+    if len(filename) > 255 or not _SAFE_FILENAME.match(filename):
+        raise InvalidDistribution(f"invalid filename {filename!r}")
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, tags = parse_wheel_filename(filename)
+            return DistributionName(filename, name, version, "bdist_wheel", tags)
+        if filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            return DistributionName(filename, name, version, "sdist", frozenset())
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise InvalidDistribution(f"invalid filename {filename!r}: {exc}") from None
+    raise InvalidDistribution(
+        f"unsupported file type {filename!r}: only wheels (.whl) and sdists (.tar.gz, .zip)"
+    )
+
+
+def read_core_metadata(path: Path, dist: DistributionName) -> CoreMetadata:
+    """The archive's METADATA (wheel) or PKG-INFO (sdist), checked against its filename."""
+    if dist.is_wheel:
+        raw = _read_wheel_metadata(path)
+    elif dist.filename.endswith(".zip"):
+        raw = _read_zip_sdist_metadata(path)
+    else:
+        raw = _read_tar_sdist_metadata(path)
+    return _check_metadata(raw, dist)
+
+
+def _read_wheel_metadata(path: Path) -> bytes:
+    with _open_zip(path) as archive:
+        names = [n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+        if len(names) != 1:
+            raise InvalidDistribution(
+                f"wheel must contain exactly one .dist-info/METADATA, found {len(names)}"
+            )
+        return _read_zip_member(archive, names[0])
+
+
+def _read_zip_sdist_metadata(path: Path) -> bytes:
+    with _open_zip(path) as archive:
+        names = [n for n in archive.namelist() if re.fullmatch(r"[^/]+/PKG-INFO", n)]
+        if len(names) != 1:
+            raise InvalidDistribution("sdist must contain exactly one top-level PKG-INFO")
+        return _read_zip_member(archive, names[0])
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InvalidDistribution(f"not a valid zip archive: {exc}") from None
+    if len(archive.infolist()) > MAX_ARCHIVE_MEMBERS:
+        archive.close()
+        raise InvalidDistribution(f"archive has more than {MAX_ARCHIVE_MEMBERS} members")
+    return archive
+
+
+def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    info = archive.getinfo(name)
+    if info.file_size > MAX_METADATA_BYTES:
+        raise InvalidDistribution(f"{name} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        with archive.open(info) as member:
+            data = member.read(MAX_METADATA_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise InvalidDistribution(f"cannot read {name}: {exc}") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise InvalidDistribution(f"{name} is larger than {MAX_METADATA_BYTES} bytes")
+    return data
+
+
+def _read_tar_sdist_metadata(path: Path) -> bytes:
+    try:
+        with tarfile.open(path, mode="r:gz") as archive:
+            for count, member in enumerate(archive):
+                if count >= MAX_ARCHIVE_MEMBERS:
+                    raise InvalidDistribution(
+                        f"archive has more than {MAX_ARCHIVE_MEMBERS} members"
+                    )
+                if not re.fullmatch(r"[^/]+/PKG-INFO", member.name):
+                    continue
+                if not member.isfile():
+                    raise InvalidDistribution("PKG-INFO is not a regular file")
+                if member.size > MAX_METADATA_BYTES:
+                    raise InvalidDistribution(f"PKG-INFO is larger than {MAX_METADATA_BYTES}")
+                fh = archive.extractfile(member)
+                if fh is None:
+                    break
+                return fh.read(MAX_METADATA_BYTES + 1)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        raise InvalidDistribution(f"not a valid .tar.gz archive: {exc}") from None
+    raise InvalidDistribution("sdist must contain a top-level PKG-INFO")
+
+
+def _check_metadata(raw: bytes, dist: DistributionName) -> CoreMetadata:
+    try:
+        fields, _unparsed = parse_email(raw)
+        meta = Metadata.from_raw(fields, validate=False)
+        name, version = meta.name, meta.version
+        requires_python = fields.get("requires_python")
+    except (InvalidMetadata, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise InvalidDistribution(f"invalid core metadata: {_first_line(exc)}") from None
+    except Exception as exc:  # packaging raises an ExceptionGroup for several problems
+        raise InvalidDistribution(f"invalid core metadata: {_first_line(exc)}") from None
+    if canonicalize_name(name) != dist.project:
+        raise InvalidDistribution(
+            f"metadata name {name!r} does not match filename project {dist.project!r}"
+        )
+    if version != dist.version:
+        raise InvalidDistribution(
+            f"metadata version {version} does not match filename version {dist.version}"
+        )
+    if requires_python is not None:
+        try:
+            SpecifierSet(requires_python)
+        except InvalidSpecifier:
+            raise InvalidDistribution(f"invalid Requires-Python {requires_python!r}") from None
+    return CoreMetadata(raw, name, version, requires_python)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,244 @@
+"""Queries and writes over the index's tables. Callers hold the connection/transaction.
+
+Every write bumps the index serial and stamps the touched project with it, so a page
+cached under an older serial is known stale at once, in every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from index_server.db.schema import ALL_PLATFORMS, audit_events, files, index_state, projects
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    id: int
+    name: str
+    display_name: str
+    serial: int
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: int
+    project: str
+    platform: str
+    filename: str
+    version: str
+    packagetype: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    metadata_sha256: str | None
+    yanked: bool
+    yanked_reason: str | None
+    uploaded_at: datetime
+    uploaded_by: str
+    origin: str
+
+
+_FILE_COLUMNS = (
+    files.c.id,
+    projects.c.name.label("project"),
+    files.c.platform,
+    files.c.filename,
+    files.c.version,
+    files.c.packagetype,
+    files.c.sha256,
+    files.c.size,
+    files.c.requires_python,
+    files.c.metadata_sha256,
+    files.c.yanked,
+    files.c.yanked_reason,
+    files.c.uploaded_at,
+    files.c.uploaded_by,
+    files.c.origin,
+)
+
+
+def _file(row: object) -> FileRecord:
+    record = FileRecord(*row)  # type: ignore[misc]
+    if record.uploaded_at.tzinfo is None:  # SQLite returns naive datetimes
+        record = _replace_time(record)
+    return record
+
+
+def _replace_time(record: FileRecord) -> FileRecord:
+    from dataclasses import replace
+
+    return replace(record, uploaded_at=record.uploaded_at.replace(tzinfo=UTC))
+
+
+def index_serial(conn: Connection) -> int:
+    return conn.execute(select(index_state.c.serial).where(index_state.c.id == 1)).scalar_one()
+
+
+def next_serial(conn: Connection) -> int:
+    return conn.execute(
+        update(index_state)
+        .where(index_state.c.id == 1)
+        .values(serial=index_state.c.serial + 1)
+        .returning(index_state.c.serial)
+    ).scalar_one()
+
+
+def project_state(conn: Connection, name: str) -> ProjectState | None:
+    row = conn.execute(
+        select(projects.c.id, projects.c.name, projects.c.display_name, projects.c.serial).where(
+            projects.c.name == name
+        )
+    ).first()
+    return ProjectState(*row) if row else None
+
+
+def ensure_project(conn: Connection, name: str, display_name: str, serial: int) -> int:
+    """The project's id, created if new; stamps it with ``serial``."""
+    existing = project_state(conn, name)
+    if existing:
+        touch_project(conn, existing.id, serial)
+        return existing.id
+    return conn.execute(
+        insert(projects)
+        .values(name=name, display_name=display_name, serial=serial, created_at=datetime.now(UTC))
+        .returning(projects.c.id)
+    ).scalar_one()
+
+
+def touch_project(conn: Connection, project_id: int, serial: int) -> None:
+    conn.execute(update(projects).where(projects.c.id == project_id).values(serial=serial))
+
+
+def _visible(platform: str):  # type: ignore[no-untyped-def]
+    return files.c.platform.in_((ALL_PLATFORMS, platform))
+
+
+def files_for_platform(conn: Connection, project_id: int, platform: str) -> list[FileRecord]:
+    """The files a platform's page lists: hosted for all, plus the platform's own."""
+    rows = conn.execute(
+        select(*_FILE_COLUMNS)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(files.c.project_id == project_id, _visible(platform))
+        .order_by(files.c.filename)
+    )
+    return [_file(r) for r in rows]
+
+
+def visible_projects(conn: Connection, platform: str) -> list[str]:
+    """Display names of projects with at least one file on a platform's index."""
+    rows = conn.execute(
+        select(projects.c.display_name)
+        .where(
+            select(files.c.id)
+            .where(files.c.project_id == projects.c.id, _visible(platform))
+            .exists()
+        )
+        .order_by(projects.c.name)
+    )
+    return [r[0] for r in rows]
+
+
+def find_file_by_digest(conn: Connection, sha256: str, filename: str) -> FileRecord | None:
+    row = conn.execute(
+        select(*_FILE_COLUMNS)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(files.c.sha256 == sha256, files.c.filename == filename)
+        .limit(1)
+    ).first()
+    return _file(row) if row else None
+
+
+def find_file(conn: Connection, platform: str, filename: str) -> FileRecord | None:
+    row = conn.execute(
+        select(*_FILE_COLUMNS)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(files.c.platform == platform, files.c.filename == filename)
+    ).first()
+    return _file(row) if row else None
+
+
+def get_file(conn: Connection, file_id: int) -> FileRecord | None:
+    row = conn.execute(
+        select(*_FILE_COLUMNS)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(files.c.id == file_id)
+    ).first()
+    return _file(row) if row else None
+
+
+def list_project_files(conn: Connection, name: str) -> list[FileRecord]:
+    rows = conn.execute(
+        select(*_FILE_COLUMNS)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(projects.c.name == name)
+        .order_by(files.c.filename, files.c.platform)
+    )
+    return [_file(r) for r in rows]
+
+
+def list_projects(conn: Connection) -> list[dict[str, object]]:
+    rows = conn.execute(
+        select(projects.c.name, projects.c.display_name, func.count(files.c.id))
+        .select_from(projects.outerjoin(files, files.c.project_id == projects.c.id))
+        .group_by(projects.c.id)
+        .order_by(projects.c.name)
+    )
+    return [{"name": r[0], "display_name": r[1], "files": r[2]} for r in rows]
+
+
+def add_file(conn: Connection, project_id: int, **values: object) -> int:
+    return conn.execute(
+        insert(files).values(project_id=project_id, **values).returning(files.c.id)
+    ).scalar_one()
+
+
+def set_yanked(conn: Connection, file_id: int, yanked: bool, reason: str | None) -> None:
+    conn.execute(
+        update(files)
+        .where(files.c.id == file_id)
+        .values(yanked=yanked, yanked_reason=reason if yanked else None)
+    )
+
+
+def delete_file_row(conn: Connection, file_id: int) -> None:
+    conn.execute(delete(files).where(files.c.id == file_id))
+
+
+def digest_in_use(conn: Connection, sha256: str) -> bool:
+    """Whether any file (or file's metadata) still refers to this blob."""
+    found = conn.execute(
+        select(files.c.id)
+        .where((files.c.sha256 == sha256) | (files.c.metadata_sha256 == sha256))
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def record_event(
+    conn: Connection,
+    actor: str,
+    action: str,
+    project: str | None = None,
+    filename: str | None = None,
+    detail: str | None = None,
+) -> None:
+    conn.execute(
+        insert(audit_events).values(
+            at=datetime.now(UTC),
+            actor=actor,
+            action=action,
+            project=project,
+            filename=filename,
+            detail=detail,
+        )
+    )
+
+
+def list_events(conn: Connection, limit: int = 100) -> list[dict[str, object]]:
+    rows = conn.execute(
+        select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+    ).mappings()
+    return [{**r, "at": r["at"].replace(tzinfo=r["at"].tzinfo or UTC).isoformat()} for r in rows]

@@ -1,0 +1,54 @@
+"""Running the app under gunicorn, the production WSGI server."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from index_server.config import Settings
+from index_server.db.migrate import upgrade
+
+
+def default_workers() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+class WheelfarmServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from index_server.app import create_app
+        from index_server.services import build_services
+
+        # Each worker opens its own database engine after the fork.
+        return create_app(services=build_services(self.settings, migrate=False))
+
+
+def serve(
+    settings: Settings, host: str, port: int, workers: int, threads: int, access_log: bool
+) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    options: dict[str, Any] = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "timeout": 120,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "forwarded_allow_ips": "127.0.0.1",
+        "control_socket_disable": True,
+    }
+    WheelfarmServer(settings, options).run()

@@ -1,0 +1,55 @@
+"""Building the page model of a platform's index from our own files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from packaging.version import InvalidVersion, Version
+
+from index_server.repository import FileRecord
+from index_server.simple.model import ProjectPage, SimpleFile
+
+# Project pages live at /<platform>/simple/<project>/; files at /files/<sha256>/<filename>.
+FILES_FROM_PROJECT_PAGE = "../../../files/"
+
+
+def file_url(record: FileRecord, base: str = FILES_FROM_PROJECT_PAGE) -> str:
+    return f"{base}{record.sha256}/{record.filename}"
+
+
+def format_upload_time(record: FileRecord) -> str:
+    return record.uploaded_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def local_simple_file(record: FileRecord) -> SimpleFile:
+    return SimpleFile(
+        filename=record.filename,
+        url=file_url(record),
+        hashes={"sha256": record.sha256},
+        requires_python=record.requires_python,
+        yanked=(record.yanked_reason or "") if record.yanked else False,
+        core_metadata={"sha256": record.metadata_sha256} if record.metadata_sha256 else False,
+        size=record.size,
+        upload_time=format_upload_time(record),
+    )
+
+
+def sorted_versions(versions: Iterable[str]) -> tuple[str, ...]:
+    """Distinct versions, oldest first by PEP 440 order; unparsable ones last."""
+    valid: dict[str, Version] = {}
+    invalid: list[str] = []
+    for text in dict.fromkeys(versions):
+        try:
+            valid[text] = Version(text)
+        except InvalidVersion:
+            invalid.append(text)
+    return tuple(sorted(valid, key=valid.__getitem__)) + tuple(invalid)
+
+
+def local_project_page(display_name: str, records: Iterable[FileRecord]) -> ProjectPage:
+    records = list(records)
+    return ProjectPage(
+        name=display_name,
+        files=tuple(local_simple_file(r) for r in records),
+        versions=sorted_versions(r.version for r in records),
+    )

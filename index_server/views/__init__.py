@@ -1,0 +1,1 @@
+"""HTTP views: thin wrappers that parse requests and call the index's functions."""

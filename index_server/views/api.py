@@ -1,0 +1,129 @@
+"""The JSON admin API under /api/."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from packaging.utils import canonicalize_name
+
+from index_server import admin, auth, repository
+from index_server.db.engine import read_connection
+from index_server.repository import FileRecord
+from index_server.views.common import fail, require, services
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def file_json(record: FileRecord) -> dict[str, object]:
+    return {
+        "id": record.id,
+        "project": record.project,
+        "filename": record.filename,
+        "version": record.version,
+        "platform": record.platform or None,
+        "packagetype": record.packagetype,
+        "sha256": record.sha256,
+        "size": record.size,
+        "requires_python": record.requires_python,
+        "yanked": record.yanked,
+        "yanked_reason": record.yanked_reason,
+        "uploaded_at": record.uploaded_at.isoformat(),
+        "uploaded_by": record.uploaded_by,
+        "origin": record.origin,
+        "url": f"/files/{record.sha256}/{record.filename}",
+    }
+
+
+def _json_body() -> dict[str, object]:
+    if not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        fail(400, "request body must be a JSON object")
+    return body
+
+
+@bp.get("/platforms")
+def platforms() -> Response:
+    return jsonify({"platforms": [p.to_json() for p in services().platforms.values()]})
+
+
+@bp.get("/projects")
+def projects() -> Response:
+    require("read")
+    with read_connection(services().engine) as conn:
+        return jsonify({"projects": repository.list_projects(conn)})
+
+
+@bp.get("/projects/<name>")
+def project_files(name: str) -> Response:
+    require("read")
+    canonical = canonicalize_name(name)
+    with read_connection(services().engine) as conn:
+        if repository.project_state(conn, canonical) is None:
+            fail(404, f"project {canonical!r} not found")
+        records = repository.list_project_files(conn, canonical)
+    return jsonify({"name": canonical, "files": [file_json(r) for r in records]})
+
+
+@bp.post("/files/<int:file_id>/yank")
+def yank(file_id: int) -> Response:
+    who = require("admin")
+    reason = _json_body().get("reason")
+    if reason is not None and not isinstance(reason, str):
+        fail(400, "'reason' must be a string")
+    try:
+        return jsonify(file_json(admin.yank_file(services(), file_id, reason, who.name)))
+    except admin.NotFound as exc:
+        fail(404, str(exc))
+
+
+@bp.post("/files/<int:file_id>/unyank")
+def unyank(file_id: int) -> Response:
+    who = require("admin")
+    try:
+        return jsonify(file_json(admin.unyank_file(services(), file_id, who.name)))
+    except admin.NotFound as exc:
+        fail(404, str(exc))
+
+
+@bp.delete("/files/<int:file_id>")
+def delete(file_id: int) -> Response:
+    who = require("admin")
+    try:
+        return jsonify({"deleted": file_json(admin.delete_file(services(), file_id, who.name))})
+    except admin.NotFound as exc:
+        fail(404, str(exc))
+
+
+@bp.get("/tokens")
+def tokens() -> Response:
+    require("admin")
+    return jsonify({"tokens": auth.list_tokens(services().engine)})
+
+
+@bp.post("/tokens")
+def create_token() -> Response:
+    require("admin")
+    body = _json_body()
+    scope, name = body.get("scope"), body.get("name", "api")
+    if scope not in auth.SCOPES:
+        fail(400, f"'scope' must be one of {', '.join(auth.SCOPES)}")
+    if not isinstance(name, str) or not name:
+        fail(400, "'name' must be a non-empty string")
+    token_id, secret = auth.create_token(services().engine, name, str(scope))
+    return jsonify({"id": token_id, "name": name, "scope": scope, "token": secret}), 201
+
+
+@bp.delete("/tokens/<int:token_id>")
+def revoke_token(token_id: int) -> Response:
+    require("admin")
+    if not auth.revoke_token(services().engine, token_id):
+        fail(404, f"no active token with id {token_id}")
+    return jsonify({"revoked": token_id})
+
+
+@bp.get("/events")
+def events() -> Response:
+    require("admin")
+    with read_connection(services().engine) as conn:
+        return jsonify({"events": repository.list_events(conn)})

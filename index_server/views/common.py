@@ -1,0 +1,97 @@
+"""What every view needs: the services, errors with one-line reasons, and auth."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import NoReturn
+
+from flask import Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from index_server.auth import Identity, authenticate
+from index_server.services import Services
+from platforms import Platform
+
+
+class HTTPError(HTTPException):
+    """An error answered with a one-line plain-text (or JSON, under /api) reason."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(description=message)
+        self.code = status
+        self.extra_headers = headers or {}
+
+
+def fail(status: int, message: str, headers: dict[str, str] | None = None) -> NoReturn:
+    raise HTTPError(status, message, headers)
+
+
+def services() -> Services:
+    return current_app.extensions["wheelfarm"]  # type: ignore[no-any-return]
+
+
+def get_platform(name: str) -> Platform:
+    platform = services().platforms.get(name)
+    if platform is None:
+        fail(404, f"unknown platform {name!r}; see /api/platforms for the list")
+    return platform
+
+
+def presented_secret() -> str:
+    """The token from HTTP basic auth (password, or username if no password) or Bearer."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    user, _, password = decoded.partition(":")
+    return password or user
+
+
+def identity() -> Identity | None:
+    if "identity" not in g:
+        svc = services()
+        g.identity = authenticate(svc.engine, presented_secret(), svc.settings.admin_token)
+    return g.identity  # type: ignore[no-any-return]
+
+
+def require(scope: str) -> Identity:
+    who = identity()
+    if who is None:
+        if presented_secret():
+            fail(403, "invalid or revoked token")
+        fail(401, "authentication required", {"WWW-Authenticate": 'Basic realm="wheelfarm"'})
+    if not who.allows(scope):
+        fail(403, f"token scope {who.scope!r} does not allow {scope!r}")
+    return who
+
+
+def require_read() -> None:
+    if services().settings.read_requires_token:
+        require("read")
+
+
+def error_response(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    message = " ".join((exc.description or exc.name).split())[:500]
+    headers = dict(getattr(exc, "extra_headers", {}))
+    if exc.code in (301, 302, 307, 308) and hasattr(exc, "new_url"):
+        headers["Location"] = exc.new_url
+    if request.path.startswith("/api/"):
+        import json
+
+        body = json.dumps({"error": message, "status": status}) + "\n"
+        response = Response(body, status=status, content_type="application/json")
+    else:
+        response = Response(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    # Like PyPI, also say it in the status line: twine shows the reason phrase to users.
+    reason = message.encode("ascii", "replace").decode()[:200]
+    response.status = f"{status} {reason}"
+    response.headers.update(headers)
+    return response

@@ -1,0 +1,94 @@
+"""The Simple Repository API of each platform: /<platform>/simple/."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, redirect, request
+from packaging.utils import canonicalize_name
+
+from index_server import repository
+from index_server.db.engine import read_connection
+from index_server.simple.cache import make_page
+from index_server.simple.http import page_response
+from index_server.simple.model import ProjectList
+from index_server.simple.negotiation import choose_content_type
+from index_server.simple.pages import local_project_page
+from index_server.simple.render import render_project_list, render_project_page
+from index_server.views.common import fail, get_platform, require_read, services
+
+bp = Blueprint("simple", __name__)
+
+
+def _content_type() -> str:
+    chosen = choose_content_type(request.headers.get("Accept"), request.args.get("format"))
+    if chosen is None:
+        fail(
+            406,
+            "none of the accepted types is offered: use application/vnd.pypi.simple.v1+json, "
+            "application/vnd.pypi.simple.v1+html or text/html",
+        )
+    return chosen
+
+
+def _redirect(location: str) -> Response:
+    if request.query_string:
+        location += "?" + request.query_string.decode("latin-1")
+    return redirect(location, code=301)
+
+
+@bp.get("/<platform>/simple")
+def root_without_slash(platform: str) -> Response:
+    get_platform(platform)
+    return _redirect(f"/{platform}/simple/")
+
+
+@bp.get("/<platform>/simple/")
+def project_list(platform: str) -> Response:
+    plat = get_platform(platform)
+    require_read()
+    content_type = _content_type()
+    svc = services()
+    with read_connection(svc.engine) as conn:
+        serial = repository.index_serial(conn)
+
+        def render():  # type: ignore[no-untyped-def]
+            names = tuple(repository.visible_projects(conn, plat.name))
+            return make_page(render_project_list(ProjectList(names), content_type), content_type)
+
+        page = svc.pages.get_or_render(("root", plat.name, content_type, serial), render)
+    response = page_response(request, page, svc.settings.page_max_age)
+    response.headers["X-PyPI-Last-Serial"] = str(serial)
+    return response
+
+
+@bp.get("/<platform>/simple/<project>")
+def project_without_slash(platform: str, project: str) -> Response:
+    get_platform(platform)
+    return _redirect(f"/{platform}/simple/{canonicalize_name(project)}/")
+
+
+@bp.get("/<platform>/simple/<project>/")
+def project_page(platform: str, project: str) -> Response:
+    plat = get_platform(platform)
+    canonical = canonicalize_name(project)
+    if canonical != project:
+        return _redirect(f"/{platform}/simple/{canonical}/")
+    require_read()
+    content_type = _content_type()
+    svc = services()
+    with read_connection(svc.engine) as conn:
+        state = repository.project_state(conn, canonical)
+        if state is None:
+            fail(404, f"project {canonical!r} not found on {plat.name}")
+
+        def render():  # type: ignore[no-untyped-def]
+            records = repository.files_for_platform(conn, state.id, plat.name)
+            body = render_project_page(
+                local_project_page(state.display_name, records), content_type
+            )
+            return make_page(body, content_type)
+
+        key = ("project", plat.name, canonical, content_type, state.serial)
+        page = svc.pages.get_or_render(key, render)
+    response = page_response(request, page, svc.settings.page_max_age)
+    response.headers["X-PyPI-Last-Serial"] = str(state.serial)
+    return response

@@ -1,0 +1,66 @@
+"""The legacy upload API that twine speaks: POST /<platform>/legacy/."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request
+
+from index_server.distributions import InvalidDistribution
+from index_server.ingest import FileConflict, ingest_file
+from index_server.views.common import fail, get_platform, require, services
+
+bp = Blueprint("upload", __name__)
+
+
+@bp.post("/<platform>/legacy/")
+@bp.post("/<platform>/legacy")
+def upload(platform: str) -> Response:
+    plat = get_platform(platform)
+    who = require("upload")
+    form = request.form
+    action = form.get(":action", "file_upload")
+    if action != "file_upload":
+        fail(400, f"unsupported :action {action!r}; only file_upload is supported")
+    content = request.files.get("content")
+    if content is None or not content.filename:
+        fail(400, "missing 'content' file field")
+    filename = Path(content.filename).name
+    if filename != content.filename:
+        fail(400, f"invalid filename {content.filename!r}")
+    digests = {
+        "sha256": form.get("sha256_digest", ""),
+        "blake2_256": form.get("blake2_256_digest", ""),
+        "md5": form.get("md5_digest", ""),
+    }
+    if not any(digests.values()):
+        fail(400, "missing digest: send sha256_digest (twine does)")
+    svc = services()
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=svc.settings.data_dir) as tmp:
+        path = Path(tmp) / "upload"
+        content.save(path)
+        try:
+            result = ingest_file(
+                svc,
+                plat,
+                path,
+                filename,
+                actor=who.name,
+                claimed_digests=digests,
+                claimed_name=form.get("name"),
+                claimed_version=form.get("version"),
+            )
+        except InvalidDistribution as exc:
+            fail(400, str(exc))
+        except FileConflict as exc:
+            fail(409, str(exc))
+    status = 201 if result.created else 200
+    return jsonify(
+        {
+            "filename": result.file.filename,
+            "sha256": result.file.sha256,
+            "created": result.created,
+            "platform": result.file.platform or None,
+        }
+    ), status

@@ -1,0 +1,154 @@
+"""Fixtures: an in-process app for fast HTTP checks, and a real server on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from index_server.app import create_app
+from index_server.auth import create_token
+from index_server.config import Settings
+from index_server.services import Services, build_services
+
+ADMIN_TOKEN = "wf_test-admin-token-0123456789"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_client_env(**extra: str) -> dict[str, str]:
+    """The environment for pip/uv/twine: none of this machine's pip configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "TWINE_"))}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+        UV_NO_CONFIG="1",
+        UV_PYTHON_DOWNLOADS="never",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {}, data_dir=tmp_path / "data", admin_token=ADMIN_TOKEN, upstream_urls=()
+    )
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    svc = build_services(settings)
+    yield svc
+    svc.engine.dispose()
+
+
+@pytest.fixture
+def app(services: Services):  # type: ignore[no-untyped-def]
+    return create_app(services=services)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def upload_token(services: Services) -> str:
+    return create_token(services.engine, "tests", "upload")[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    def index(self, platform: str) -> str:
+        return f"{self.url}/{platform}/simple/"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "wheelfarm"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+    def token(self, scope: str) -> str:
+        return self.cli("token", "create", "--scope", scope).stdout.strip()
+
+
+def start_server(data_dir: Path, log_path: Path, **env_extra: str) -> LiveServer:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WHEELFARM_DATA_DIR": str(data_dir),
+        "WHEELFARM_ADMIN_TOKEN": ADMIN_TOKEN,
+        "WHEELFARM_UPSTREAM_URL": "none",
+        **env_extra,
+    }
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [
+            str(BIN / "wheelfarm"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError(f"server did not start: {log_path.read_text()}")
+    return LiveServer(url, data_dir, process, env)
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_server(tmp_path / "server-data", tmp_path / "server.log")
+    yield server
+    stop_server(server)
