@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Podman for the builder's container tests, and the locally made Debian 12 base image.
+# Idempotent: installs packages, (re)writes podman's config, and makes the image only when
+# it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export DEBIAN_FRONTEND=noninteractive
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null \
+  || ! command -v patchelf >/dev/null || ! command -v runc >/dev/null; then
+  apt_get update -qq
+  # With recommends (buildah, fuse-overlayfs, slirp4netns, catatonit, uidmap), as checked.
+  apt_get install -y -qq podman runc debootstrap patchelf ca-certificates >/dev/null
+fi
+
+# This sandbox lacks CAP_SYS_RESOURCE (podman's default ulimits fail with setrlimit EPERM),
+# and crun refuses hybrid cgroups here; runc works.
+mkdir -p /etc/containers
+cat > /etc/containers/containers.conf <<'EOF'
+# Written by wheelfarm's .ci/setup.d/20-podman.sh
+[containers]
+default_ulimits = []
+
+[engine]
+runtime = "runc"
+EOF
+
+bash builder/images/make-debian-base.sh localhost/debian-12-py3.11-base:latest bookworm
