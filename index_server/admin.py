@@ -6,6 +6,7 @@ from index_server import repository
 from index_server.db.engine import write_transaction
 from index_server.repository import FileRecord
 from index_server.services import Services
+from index_server.upstream import pages as upstream_pages
 from storage import blob_key
 
 
@@ -63,3 +64,4 @@ def _touch(conn, record: FileRecord, serial: int) -> None:  # type: ignore[no-un
     state = repository.project_state(conn, record.project)
     if state:
         repository.touch_project(conn, state.id, serial)
+    upstream_pages.expire(conn, record.project)

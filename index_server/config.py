@@ -23,6 +23,11 @@ class Settings:
     read_requires_token: bool = False
     max_upload_bytes: int = 512 * 1024 * 1024
     page_max_age: int = 60
+    upstream_ttl: int = 600  # seconds an upstream page is fresh
+    upstream_404_ttl: int = 60  # seconds an upstream "not found" is believed
+    upstream_timeout: float = 10.0  # seconds to wait for an upstream answer
+    upstream_retry_after: int = 30  # after a failure, serve stale this long before retrying
+    private_projects: tuple[str, ...] = ()  # names/globs never merged with an upstream
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -55,6 +60,11 @@ class Settings:
             values["max_upload_bytes"] = int(env["WHEELFARM_MAX_UPLOAD_BYTES"])
         if "WHEELFARM_PAGE_MAX_AGE" in env:
             values["page_max_age"] = int(env["WHEELFARM_PAGE_MAX_AGE"])
+        for key, cast in _NUMBERS.items():
+            if f"WHEELFARM_{key.upper()}" in env:
+                values[key] = cast(env[f"WHEELFARM_{key.upper()}"])
+        if "WHEELFARM_PRIVATE_PROJECTS" in env:
+            values["private_projects"] = split_list(env["WHEELFARM_PRIVATE_PROJECTS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("upstream_urls"), str):
             values["upstream_urls"] = parse_upstreams(str(values["upstream_urls"]))
@@ -65,7 +75,19 @@ def parse_upstreams(value: str) -> tuple[str, ...]:
     """``none`` disables the upstream; several URLs are separated by spaces or commas."""
     if value.strip().lower() in ("", "none"):
         return ()
-    return tuple(u if u.endswith("/") else u + "/" for u in value.replace(",", " ").split())
+    return tuple(u if u.endswith("/") else u + "/" for u in split_list(value))
+
+
+_NUMBERS = {
+    "upstream_ttl": int,
+    "upstream_404_ttl": int,
+    "upstream_timeout": float,
+    "upstream_retry_after": int,
+}
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    return tuple(v for v in value.replace(",", " ").split() if v)
 
 
 def parse_bool(value: str) -> bool:

@@ -64,7 +64,7 @@ class CoreMetadata:
 
 def parse_filename(filename: str) -> DistributionName:
     """Name, version and kind of a distribution from its filename, checked for safety."""
-    if len(filename) > 255 or not _SAFE_FILENAME.match(filename):
+    if len(filename) > 255 or not _SAFE_FILENAME.fullmatch(filename):
         raise InvalidDistribution(f"invalid filename {filename!r}")
     try:
         if filename.endswith(".whl"):

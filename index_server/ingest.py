@@ -21,6 +21,7 @@ from index_server.db.schema import ALL_PLATFORMS
 from index_server.distributions import InvalidDistribution, parse_filename, read_core_metadata
 from index_server.repository import FileRecord
 from index_server.services import Services
+from index_server.upstream import pages as upstream_pages
 from platforms import Platform
 from storage import blob_key
 
@@ -94,7 +95,10 @@ def ingest_file(
     try:
         with write_transaction(services.engine) as conn:
             serial = repository.next_serial(conn)
-            project_id = repository.ensure_project(conn, dist.project, meta.name, serial)
+            project_id = repository.ensure_project(
+                conn, dist.project, meta.name, serial, hosted=origin == "upload"
+            )
+            upstream_pages.expire(conn, dist.project)
             file_id = repository.add_file(
                 conn,
                 project_id,

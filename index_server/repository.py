@@ -20,6 +20,7 @@ class ProjectState:
     name: str
     display_name: str
     serial: int
+    hosted: bool
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,41 @@ def next_serial(conn: Connection) -> int:
 
 def project_state(conn: Connection, name: str) -> ProjectState | None:
     row = conn.execute(
-        select(projects.c.id, projects.c.name, projects.c.display_name, projects.c.serial).where(
-            projects.c.name == name
-        )
+        select(
+            projects.c.id,
+            projects.c.name,
+            projects.c.display_name,
+            projects.c.serial,
+            projects.c.hosted,
+        ).where(projects.c.name == name)
     ).first()
     return ProjectState(*row) if row else None
 
 
-def ensure_project(conn: Connection, name: str, display_name: str, serial: int) -> int:
-    """The project's id, created if new; stamps it with ``serial``."""
+def ensure_project(
+    conn: Connection, name: str, display_name: str, serial: int, hosted: bool
+) -> int:
+    """The project's id, created if new; stamps it with ``serial``.
+
+    ``hosted`` marks a project uploaded here: from then on it is never merged with an
+    upstream's files (the dependency-confusion guard).
+    """
     existing = project_state(conn, name)
     if existing:
-        touch_project(conn, existing.id, serial)
+        values: dict[str, object] = {"serial": serial}
+        if hosted and not existing.hosted:
+            values["hosted"] = True
+        conn.execute(update(projects).where(projects.c.id == existing.id).values(**values))
         return existing.id
     return conn.execute(
         insert(projects)
-        .values(name=name, display_name=display_name, serial=serial, created_at=datetime.now(UTC))
+        .values(
+            name=name,
+            display_name=display_name,
+            serial=serial,
+            created_at=datetime.now(UTC),
+            hosted=hosted,
+        )
         .returning(projects.c.id)
     ).scalar_one()
 
@@ -139,6 +159,22 @@ def visible_projects(conn: Connection, platform: str) -> list[str]:
         .order_by(projects.c.name)
     )
     return [r[0] for r in rows]
+
+
+def wheel_exists(conn: Connection, project: str, version: str, platform: str) -> bool:
+    """Whether the platform's index has a wheel of this project version (built or uploaded)."""
+    found = conn.execute(
+        select(files.c.id)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(
+            projects.c.name == project,
+            files.c.version == version,
+            files.c.packagetype == "bdist_wheel",
+            _visible(platform),
+        )
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def find_file_by_digest(conn: Connection, sha256: str, filename: str) -> FileRecord | None:

@@ -92,6 +92,11 @@ class Platform:
     def accepts_wheel(self, filename: str) -> bool:
         return self.accepts(parse_wheel_filename(filename)[3])
 
+    @property
+    def builds_on_first_sight(self) -> bool:
+        """Whether serving an sdist with no wheel here records a build request."""
+        return bool(self.build_limits.get("on_first_sight", True))
+
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -150,7 +155,11 @@ def load_platforms(directory: Path = DEFINITIONS_DIR) -> dict[str, Platform]:
     found: dict[str, Platform] = {}
     for path in sorted(directory.glob("*.toml")):
         with path.open("rb") as fh:
-            platform = parse_platform(tomllib.load(fh), source=path.name)
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise PlatformError(f"{path.name}: invalid TOML: {exc}") from None
+        platform = parse_platform(data, source=path.name)
         if path.stem != platform.name:
             raise PlatformError(f"{path.name}: file name must be the platform name")
         found[platform.name] = platform

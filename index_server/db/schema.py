@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -43,6 +44,8 @@ projects = Table(
     # The index serial of the last change to this project's files: pages are cached by it.
     Column("serial", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Uploaded here: served from here only, never merged with an upstream's files.
+    Column("hosted", Boolean, nullable=False, server_default=false()),
 )
 
 # ALL_PLATFORMS in files.platform: hosted for every platform (sdists, pure wheels).
@@ -94,3 +97,50 @@ audit_events = Table(
 )
 
 Index("ix_audit_events_project", audit_events.c.project)
+
+# Upstream project pages, shared by every server process and node. ``files`` holds the
+# page's files as normalized JSON (absolute URLs); ``content_hash`` identifies that content.
+upstream_pages = Table(
+    "upstream_pages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("upstream", String(500), nullable=False),
+    Column("project", String(200), nullable=False),
+    Column("status", Integer, nullable=False),  # 200 or 404
+    Column("files", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("etag", String(500)),
+    Column("last_modified", String(100)),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    UniqueConstraint("upstream", "project", name="uq_upstream_pages_upstream_project"),
+)
+Index("ix_upstream_pages_project", upstream_pages.c.project)
+
+# Upstream files pulled through and kept in storage (by sha256, checked at download).
+upstream_files = Table(
+    "upstream_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("filename", String(300), nullable=False),
+    Column("project", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("source_url", Text, nullable=False),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("sha256", "filename", name="uq_upstream_files_sha256_filename"),
+)
+
+# Wheels wanted: an sdist was served on a platform that has no wheel for its version.
+build_requests = Table(
+    "build_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("platform", String(100), nullable=False),
+    Column("source", String(50), nullable=False),  # first-sight | request | warm
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("project", "version", "platform", name="uq_build_requests_pvp"),
+)

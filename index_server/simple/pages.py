@@ -7,13 +7,10 @@ from collections.abc import Iterable
 from packaging.version import InvalidVersion, Version
 
 from index_server.repository import FileRecord
-from index_server.simple.model import ProjectPage, SimpleFile
-
-# Project pages live at /<platform>/simple/<project>/; files at /files/<sha256>/<filename>.
-FILES_FROM_PROJECT_PAGE = "../../../files/"
+from index_server.simple.model import SimpleFile
 
 
-def file_url(record: FileRecord, base: str = FILES_FROM_PROJECT_PAGE) -> str:
+def file_url(record: FileRecord, base: str) -> str:
     return f"{base}{record.sha256}/{record.filename}"
 
 
@@ -21,10 +18,10 @@ def format_upload_time(record: FileRecord) -> str:
     return record.uploaded_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def local_simple_file(record: FileRecord) -> SimpleFile:
+def local_simple_file(record: FileRecord, files_base: str) -> SimpleFile:
     return SimpleFile(
         filename=record.filename,
-        url=file_url(record),
+        url=file_url(record, files_base),
         hashes={"sha256": record.sha256},
         requires_python=record.requires_python,
         yanked=(record.yanked_reason or "") if record.yanked else False,
@@ -44,12 +41,3 @@ def sorted_versions(versions: Iterable[str]) -> tuple[str, ...]:
         except InvalidVersion:
             invalid.append(text)
     return tuple(sorted(valid, key=valid.__getitem__)) + tuple(invalid)
-
-
-def local_project_page(display_name: str, records: Iterable[FileRecord]) -> ProjectPage:
-    records = list(records)
-    return ProjectPage(
-        name=display_name,
-        files=tuple(local_simple_file(r) for r in records),
-        versions=sorted_versions(r.version for r in records),
-    )

@@ -1,12 +1,24 @@
-"""Distribution files and their PEP 658 metadata: /files/<sha256>/<filename>[.metadata]."""
+"""Distribution files and their PEP 658 metadata.
+
+``/<platform>/files/<project>/<sha256>/<filename>[.metadata]`` is what project pages link
+to: our files, or upstream files pulled through on first request. ``/files/<sha256>/<name>``
+serves our own files without a platform (used by the admin API).
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, redirect, send_file
+from packaging.utils import canonicalize_name
 
 from index_server import repository
+from index_server.build_requests import note_sdist_served
 from index_server.db.engine import read_connection
-from index_server.views.common import fail, require_read, services
+from index_server.locks import LockTimeout
+from index_server.repository import FileRecord
+from index_server.simple.merge import version_of
+from index_server.upstream.fetch import DigestMismatch, UpstreamError
+from index_server.upstream.files import find_announced, is_pulled, pull_through
+from index_server.views.common import fail, get_platform, require_read, services
 from storage import blob_key
 
 bp = Blueprint("files", __name__)
@@ -14,27 +26,79 @@ bp = Blueprint("files", __name__)
 IMMUTABLE = "public, max-age=365000000, immutable"
 
 
+def _split(filename: str) -> tuple[str, bool]:
+    if filename.endswith(".metadata"):
+        return filename.removesuffix(".metadata"), True
+    return filename, False
+
+
+def _local(sha256: str, dist_name: str) -> FileRecord | None:
+    with read_connection(services().engine) as conn:
+        return repository.find_file_by_digest(conn, sha256.lower(), dist_name)
+
+
+def _send_local(record: FileRecord, metadata: bool) -> Response:
+    if metadata:
+        if not record.metadata_sha256:
+            fail(404, f"no metadata file for {record.filename}")
+        return _send_blob(record.metadata_sha256, "text/plain", None)
+    return _send_blob(record.sha256, _mimetype(record.filename), record.filename)
+
+
 @bp.get("/files/<sha256>/<filename>")
 def download(sha256: str, filename: str) -> Response:
     require_read()
-    svc = services()
-    metadata = filename.endswith(".metadata")
-    dist_name = filename.removesuffix(".metadata") if metadata else filename
-    with read_connection(svc.engine) as conn:
-        record = repository.find_file_by_digest(conn, sha256.lower(), dist_name)
+    dist_name, metadata = _split(filename)
+    record = _local(sha256, dist_name)
     if record is None:
         fail(404, f"no file {dist_name!r} with sha256 {sha256}")
+    return _send_local(record, metadata)
+
+
+@bp.get("/<platform>/files/<project>/<sha256>/<filename>")
+def platform_download(platform: str, project: str, sha256: str, filename: str) -> Response:
+    plat = get_platform(platform)
+    require_read()
+    svc = services()
+    dist_name, metadata = _split(filename)
+    record = _local(sha256, dist_name)
+    if record is not None:
+        if record.packagetype == "sdist" and not metadata:
+            note_sdist_served(svc, plat, record.project, record.version)
+        return _send_local(record, metadata)
+
+    project = canonicalize_name(project)
+    entry = find_announced(svc, project, sha256.lower(), dist_name)
+    if entry is None:
+        fail(404, f"no file {dist_name!r} with sha256 {sha256} for {project!r}")
     if metadata:
-        if not record.metadata_sha256:
-            fail(404, f"no metadata file for {dist_name}")
-        digest, mimetype, download_name = record.metadata_sha256, "text/plain", None
+        digest = (
+            entry.core_metadata.get("sha256") if isinstance(entry.core_metadata, dict) else None
+        )
+        if not digest:
+            fail(404, f"the upstream announces no verifiable metadata for {dist_name}")
+        name, url = filename, entry.url + ".metadata"
     else:
-        digest, mimetype, download_name = record.sha256, _mimetype(dist_name), dist_name
-    return _send_blob(digest, mimetype, download_name)
+        digest, name, url = sha256.lower(), dist_name, entry.url
+    if not is_pulled(svc, digest, name) or not svc.storage.exists(blob_key(digest)):
+        try:
+            pull_through(svc, project, name, url, digest)
+        except DigestMismatch as exc:
+            fail(502, f"refused upstream file: {exc}")
+        except UpstreamError as exc:
+            fail(502, f"upstream fetch failed: {exc}")
+        except LockTimeout:
+            fail(503, f"{name} is being fetched by another request; retry shortly")
+    if metadata:
+        return _send_blob(digest, "text/plain", None)
+    version = version_of(dist_name)
+    if not dist_name.endswith(".whl") and version:
+        note_sdist_served(svc, plat, project, version)
+    return _send_blob(digest, _mimetype(dist_name), dist_name)
 
 
 def _mimetype(filename: str) -> str:
-    if filename.endswith(".whl") or filename.endswith(".zip"):
+    if filename.endswith((".whl", ".zip")):
         return "application/zip"
     return "application/x-tar" if filename.endswith(".tar") else "application/gzip"
 
@@ -59,9 +123,8 @@ def _send_blob(digest: str, mimetype: str, download_name: str | None) -> Respons
         )
     except FileNotFoundError:
         fail(404, "file bytes are missing from storage")
-    if mimetype == "application/gzip":
-        # A .tar.gz is served as is: never let a client transparently decompress it.
-        response.headers.pop("Content-Encoding", None)
+    # A .tar.gz is served as is: never let a client transparently decompress it.
+    response.headers.pop("Content-Encoding", None)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["Accept-Ranges"] = "bytes"
     return response

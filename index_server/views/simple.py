@@ -11,8 +11,9 @@ from index_server.simple.cache import make_page
 from index_server.simple.http import page_response
 from index_server.simple.model import ProjectList
 from index_server.simple.negotiation import choose_content_type
-from index_server.simple.pages import local_project_page
-from index_server.simple.render import render_project_list, render_project_page
+from index_server.simple.project_page import ProjectNotFound, UpstreamUnavailable
+from index_server.simple.project_page import project_page as build_project_page
+from index_server.simple.render import render_project_list
 from index_server.views.common import fail, get_platform, require_read, services
 
 bp = Blueprint("simple", __name__)
@@ -75,20 +76,17 @@ def project_page(platform: str, project: str) -> Response:
     require_read()
     content_type = _content_type()
     svc = services()
-    with read_connection(svc.engine) as conn:
-        state = repository.project_state(conn, canonical)
-        if state is None:
-            fail(404, f"project {canonical!r} not found on {plat.name}")
-
-        def render():  # type: ignore[no-untyped-def]
-            records = repository.files_for_platform(conn, state.id, plat.name)
-            body = render_project_page(
-                local_project_page(state.display_name, records), content_type
-            )
-            return make_page(body, content_type)
-
-        key = ("project", plat.name, canonical, content_type, state.serial)
-        page = svc.pages.get_or_render(key, render)
-    response = page_response(request, page, svc.settings.page_max_age)
-    response.headers["X-PyPI-Last-Serial"] = str(state.serial)
+    try:
+        result = build_project_page(svc, plat, canonical, content_type)
+    except ProjectNotFound as exc:
+        fail(404, str(exc))
+    except UpstreamUnavailable as exc:
+        fail(502, str(exc))
+    response = page_response(request, result.page, svc.settings.page_max_age)
+    response.headers["X-PyPI-Last-Serial"] = str(result.serial)
+    if result.stale:
+        # The upstream failed: this page is the last good copy. RFC 7234's stale warning.
+        response.headers["Warning"] = '110 wheelfarm "Response is Stale"'
+        response.headers["X-Wheelfarm-Upstream-Stale"] = "; ".join(result.stale)[:1000]
+        response.headers["Cache-Control"] = "no-cache"
     return response

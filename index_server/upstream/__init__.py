@@ -1,0 +1,1 @@
+"""The upstream index (PyPI by default): fetched pages, their shared cache, pulled files."""

@@ -1,0 +1,126 @@
+"""Talking to an upstream index over HTTP: project pages (JSON first) and files."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import requests
+
+from index_server.simple.model import SimpleFile
+from index_server.upstream.parse import UpstreamPageError, parse_project_page
+
+# As pip asks: JSON when the upstream speaks it, HTML otherwise.
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+USER_AGENT = "wheelfarm (+https://github.com/wheelfarm)"
+
+_local = threading.local()
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or answered with an error or a bad page."""
+
+
+@dataclass(frozen=True)
+class PageFetch:
+    status: int  # 200, 304 (not modified) or 404
+    files: list[SimpleFile] | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+def session() -> requests.Session:
+    """One HTTP session (connection pool) per thread."""
+    current = getattr(_local, "session", None)
+    if current is None:
+        current = requests.Session()
+        current.headers["User-Agent"] = USER_AGENT
+        _local.session = current
+    return current
+
+
+def project_url(upstream: str, project: str) -> str:
+    return f"{upstream}{project}/"
+
+
+def fetch_project_page(
+    upstream: str,
+    project: str,
+    timeout: float,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> PageFetch:
+    url = project_url(upstream, project)
+    headers = {"Accept": ACCEPT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    try:
+        response = session().get(url, headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
+    if response.status_code == 304:
+        return PageFetch(304, etag=etag, last_modified=last_modified)
+    if response.status_code == 404:
+        return PageFetch(404)
+    if response.status_code != 200:
+        raise UpstreamError(f"{url}: HTTP {response.status_code}")
+    try:
+        files = parse_project_page(
+            response.content, response.headers.get("Content-Type", "text/html"), response.url
+        )
+    except UpstreamPageError as exc:
+        raise UpstreamError(f"{url}: {exc}") from None
+    return PageFetch(
+        200,
+        files=files,
+        etag=response.headers.get("ETag"),
+        last_modified=response.headers.get("Last-Modified"),
+    )
+
+
+class DigestMismatch(UpstreamError):
+    """The downloaded bytes do not have the hash the upstream page announced."""
+
+
+@contextmanager
+def _stream(url: str, timeout: float) -> Iterator[requests.Response]:
+    try:
+        with session().get(url, stream=True, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise UpstreamError(f"{url}: HTTP {response.status_code}")
+            yield response
+    except requests.RequestException as exc:
+        raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
+
+
+def download_verified(url: str, expected_sha256: str, out: BinaryIO, timeout: float) -> int:
+    """Download ``url`` into ``out``; raise DigestMismatch unless its sha256 is expected."""
+    digest = hashlib.sha256()
+    size = 0
+    with _stream(url, timeout) as response:
+        try:
+            for chunk in response.iter_content(1024 * 1024):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        except requests.RequestException as exc:
+            raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
+    if digest.hexdigest() != expected_sha256.lower():
+        raise DigestMismatch(
+            f"{url}: sha256 {digest.hexdigest()} does not match the upstream's "
+            f"announced {expected_sha256}"
+        )
+    return size
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else ""
