@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from index_server.config import Settings
+from index_server.config import Settings, split_list
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -68,11 +68,32 @@ def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
     default=None,
     help="Cache-Control max-age of index pages, in seconds.",
 )
+@click.option(
+    "--upstream-ttl",
+    envvar="WHEELFARM_UPSTREAM_TTL",
+    type=int,
+    default=None,
+    help="Seconds an upstream page is fresh (default 600).",
+)
+@click.option(
+    "--upstream-timeout",
+    envvar="WHEELFARM_UPSTREAM_TIMEOUT",
+    type=float,
+    default=None,
+    help="Seconds to wait for the upstream (default 10).",
+)
+@click.option(
+    "--private-projects",
+    envvar="WHEELFARM_PRIVATE_PROJECTS",
+    default=None,
+    help="Names or globs never merged with the upstream (comma-separated).",
+)
 @click.pass_context
 def main(ctx: click.Context, **options: object) -> None:
     """wheelfarm: a private index of prebuilt wheels, one per platform."""
+    # Options override the environment; settings without an option come from it.
     ctx.obj = Settings.from_env(
-        {},
+        None,
         data_dir=options["data_dir"],
         database_url=options["database_url"],
         storage_url=options["storage_url"],
@@ -81,6 +102,11 @@ def main(ctx: click.Context, **options: object) -> None:
         read_requires_token=options["read_requires_token"],
         max_upload_bytes=options["max_upload_bytes"],
         page_max_age=options["page_max_age"],
+        upstream_ttl=options["upstream_ttl"],
+        upstream_timeout=options["upstream_timeout"],
+        private_projects=split_list(str(options["private_projects"]))
+        if options["private_projects"]
+        else None,
     )
 
 
@@ -231,6 +257,35 @@ def unyank(ctx: click.Context, file_id: int) -> None:
 def delete(ctx: click.Context, file_id: int) -> None:
     """Delete a file and, if unused, its bytes."""
     _file_action(ctx, "delete", file_id, None)
+
+
+@main.command()
+@click.argument("projects", nargs=-1, required=True)
+@click.pass_context
+def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
+    """Refetch projects' upstream pages now, whatever their freshness."""
+    from packaging.utils import canonicalize_name
+
+    from index_server.db.engine import read_connection
+    from index_server.upstream.pages import read_states, upstream_view
+
+    svc = _services(ctx)
+    if not svc.settings.upstream_urls:
+        raise click.ClickException("no upstream is configured (WHEELFARM_UPSTREAM_URL=none)")
+    failed = False
+    for name in projects:
+        project = canonicalize_name(name)
+        with read_connection(svc.engine) as conn:
+            states = read_states(conn, project)
+        view = upstream_view(svc, project, states, force=True)
+        for page in view.pages:
+            state = "found" if page.status == 200 else "not found"
+            click.echo(f"{project}: {page.upstream}: {state}")
+        for error in view.stale + view.unavailable:
+            failed = True
+            click.echo(f"{project}: refresh failed: {error}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @main.group()
