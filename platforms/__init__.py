@@ -20,6 +20,8 @@ from packaging.utils import parse_wheel_filename
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent
 
+DEFAULT_DOCKERFILE = "images/Dockerfile"
+DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]*[a-z0-9]$")
 ARCHITECTURES = ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l")
 # manylinux aliases from PEP 599/571/513, for the architectures they were defined for.
@@ -45,6 +47,13 @@ class Platform:
     base_image: str
     manylinux: bool = False  # whether builds are repaired to a manylinux tag
     build_limits: Mapping[str, object] = field(default_factory=dict)
+    # [image]: the build image's Dockerfile (relative to this folder) and extra OS packages.
+    dockerfile: str = DEFAULT_DOCKERFILE
+    system_packages: tuple[str, ...] = ()
+
+    @property
+    def dockerfile_path(self) -> Path:
+        return DEFINITIONS_DIR / self.dockerfile
 
     @property
     def python_version(self) -> tuple[int, int]:
@@ -137,6 +146,22 @@ def parse_platform(data: Mapping[str, object], source: str = "<platform>") -> Pl
     limits = data.get("build", {})
     if not isinstance(limits, dict):
         raise PlatformError(f"{source}: [build] must be a table")
+    image = data.get("image", {})
+    if not isinstance(image, dict):
+        raise PlatformError(f"{source}: [image] must be a table")
+    dockerfile = image.get("dockerfile", DEFAULT_DOCKERFILE)
+    if (
+        not isinstance(dockerfile, str)
+        or not dockerfile
+        or dockerfile.startswith("/")
+        or ".." in Path(dockerfile).parts
+    ):
+        raise PlatformError(f"{source}: [image] dockerfile must be a relative path in platforms/")
+    packages = image.get("system_packages", [])
+    if not isinstance(packages, list) or not all(
+        isinstance(p, str) and DEBIAN_PACKAGE_RE.match(p) for p in packages
+    ):
+        raise PlatformError(f"{source}: [image] system_packages must be Debian package names")
     return Platform(
         name=name,
         os=text("os"),
@@ -147,6 +172,8 @@ def parse_platform(data: Mapping[str, object], source: str = "<platform>") -> Pl
         base_image=text("base_image"),
         manylinux=bool(data.get("manylinux", False)),
         build_limits=limits,
+        dockerfile=dockerfile,
+        system_packages=tuple(packages),
     )
 
 
