@@ -28,6 +28,7 @@ class Settings:
     upstream_timeout: float = 10.0  # seconds to wait for an upstream answer
     upstream_retry_after: int = 30  # after a failure, serve stale this long before retrying
     private_projects: tuple[str, ...] = ()  # names/globs never merged with an upstream
+    build_lease_seconds: int = 60  # a worker must heartbeat within this, or lose its job
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -83,6 +84,7 @@ _NUMBERS = {
     "upstream_404_ttl": int,
     "upstream_timeout": float,
     "upstream_retry_after": int,
+    "build_lease_seconds": int,
 }
 
 

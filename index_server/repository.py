@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from index_server.db.schema import ALL_PLATFORMS, audit_events, files, index_state, projects
+from index_server.db.schema import (
+    ALL_PLATFORMS,
+    audit_events,
+    build_jobs,
+    files,
+    index_state,
+    projects,
+)
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,17 @@ def wheel_exists(conn: Connection, project: str, version: str, platform: str) ->
             _visible(platform),
         )
         .limit(1)
+    ).first()
+    return found is not None
+
+
+def job_exists(conn: Connection, project: str, version: str, platform: str) -> bool:
+    found = conn.execute(
+        select(build_jobs.c.id).where(
+            build_jobs.c.project == project,
+            build_jobs.c.version == version,
+            build_jobs.c.platform == platform,
+        )
     ).first()
     return found is not None
 

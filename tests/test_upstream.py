@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from index_server.app import create_app
 from index_server.config import Settings
-from index_server.db.schema import build_requests, upstream_files
+from index_server.db.schema import build_jobs, upstream_files
 from index_server.ingest import ingest_file
 from index_server.services import Services, build_services
 from tests.conftest import ADMIN_TOKEN
@@ -353,9 +353,15 @@ def test_sdist_download_records_one_build_request(
     client.get(file_path(wheel))
     with proxy.engine.connect() as conn:
         rows = conn.execute(
-            select(build_requests.c.project, build_requests.c.version, build_requests.c.platform)
+            select(
+                build_jobs.c.project,
+                build_jobs.c.version,
+                build_jobs.c.platform,
+                build_jobs.c.state,
+                build_jobs.c.source,
+            )
         ).all()
-    assert [tuple(r) for r in rows] == [("libup", "1.0", PLATFORM)]
+    assert [tuple(r) for r in rows] == [("libup", "1.0", PLATFORM, "queued", "first-sight")]
 
 
 def test_no_build_request_when_the_platform_has_a_wheel(
@@ -368,4 +374,4 @@ def test_no_build_request_when_the_platform_has_a_wheel(
     sdist = next(f for f in page(client)["files"] if f["filename"] == "libup-1.0.tar.gz")
     assert client.get(file_path(sdist)).status_code == 200
     with proxy.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(build_requests)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(build_jobs)).scalar() == 0

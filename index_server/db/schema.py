@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -132,15 +133,72 @@ upstream_files = Table(
     UniqueConstraint("sha256", "filename", name="uq_upstream_files_sha256_filename"),
 )
 
-# Wheels wanted: an sdist was served on a platform that has no wheel for its version.
-build_requests = Table(
-    "build_requests",
+# A build job: one (project, version, platform), queued until a worker claims it.
+build_jobs = Table(
+    "build_jobs",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("project", String(200), nullable=False),
     Column("version", String(100), nullable=False),
     Column("platform", String(100), nullable=False),
-    Column("source", String(50), nullable=False),  # first-sight | request | warm
+    # queued | running | succeeded | failed | skipped | cancelled
+    Column("state", String(20), nullable=False),
+    Column("source", String(50), nullable=False),  # first-sight | request | warm | rebuild
+    Column("requested_by", String(200), nullable=False),
     Column("requested_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("project", "version", "platform", name="uq_build_requests_pvp"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", DateTime(timezone=True)),  # retry backoff
+    Column("worker", String(200)),
+    Column("lease", String(64)),  # the current claim's secret; results need it
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("waited_seconds", Float),
+    Column("build_seconds", Float),
+    Column("image_id", String(200)),
+    Column("error_category", String(50)),
+    Column("error_summary", Text),
+    Column("reason", Text),  # why skipped or cancelled
+    Column("log", Text, nullable=False, server_default=""),
+    Column("result", Text),  # JSON: wheels, shared libraries, OS packages, settings used
+    UniqueConstraint("project", "version", "platform", name="uq_build_jobs_pvp"),
+)
+Index("ix_build_jobs_state_platform", build_jobs.c.state, build_jobs.c.platform)
+Index("ix_build_jobs_project", build_jobs.c.project)
+
+# What a project needs to build: extra constraints, environment, OS packages, a command.
+build_settings = Table(
+    "build_settings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", String(200), nullable=False, unique=True),
+    Column("settings", Text, nullable=False),  # JSON, see builder.protocol.BUILD_SETTINGS
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+# Never build these: a whole project (version "") or one version.
+skip_list = Table(
+    "skip_list",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("version", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    UniqueConstraint("project", "version", name="uq_skip_list_project_version"),
+)
+
+# Workers as last seen through their heartbeats.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("platforms", Text, nullable=False),  # JSON list
+    Column("runner", String(20), nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("current_job", Integer),
 )

@@ -1,0 +1,148 @@
+"""The worker protocol: every message between the server and a build worker, with its schema.
+
+Workers talk to the server only over HTTP, with a ``build``-scoped token (Bearer):
+
+==========================================  =================  ===========================
+request                                     body schema        answer
+==========================================  =================  ===========================
+POST /api/worker/claim                      CLAIM              200 JOB, or 204: no work
+POST /api/worker/jobs/<id>/heartbeat        HEARTBEAT          200 HEARTBEAT_REPLY; 409 lost
+POST /api/worker/jobs/<id>/log              LOG                204; 409 lease lost
+POST /api/worker/jobs/<id>/wheels           multipart: lease,  201/200 as uploads; 409 lost
+                                            sha256_digest,
+                                            content (wheel)
+POST /api/worker/jobs/<id>/finish           FINISH             200 the job; 409 lease lost
+==========================================  =================  ===========================
+
+A claim is atomic (one job, one worker) and comes with a lease: a secret the worker sends
+with every later message, valid for ``lease_seconds`` and renewed by heartbeats. A worker
+that stops heartbeating loses the lease; the job goes back to the queue, and any message
+with the old lease is refused with 409. Wheels go through the same ingest as uploads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+
+ERROR_CATEGORIES = (
+    "missing_system_library",
+    "compiler_error",
+    "build_timeout",
+    "import_failed",
+    "network",
+    "lost_worker",
+    "other",
+)
+# Failures worth another attempt, with backoff.
+TRANSIENT_CATEGORIES = ("network", "lost_worker")
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+_LEASE = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}
+
+BUILD_SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "constraints": {"type": "string", "maxLength": 100_000},  # PIP_BUILD_CONSTRAINT file
+        "env": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 10_000},
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        },
+        "os_packages": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9+.-]*$"},
+        },
+        "build_command": {"type": ["string", "null"], "maxLength": 10_000},
+    },
+}
+
+CLAIM: dict[str, Any] = {
+    "type": "object",
+    "required": ["worker", "platforms"],
+    "additionalProperties": False,
+    "properties": {
+        "worker": _NAME,
+        "platforms": {"type": "array", "items": _NAME, "minItems": 1},
+        "runner": {"type": "string", "enum": ["podman", "docker", "host"]},
+    },
+}
+
+JOB: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id",
+        "project",
+        "version",
+        "platform",
+        "lease",
+        "lease_seconds",
+        "index_path",
+        "attempt",
+        "settings",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "project": _NAME,
+        "version": _NAME,
+        "platform": _NAME,
+        "lease": _LEASE,
+        "lease_seconds": {"type": "integer", "minimum": 1},
+        "index_path": {"type": "string"},  # /<platform>/simple/, on the server
+        "attempt": {"type": "integer", "minimum": 1},
+        "settings": BUILD_SETTINGS,
+    },
+}
+
+HEARTBEAT: dict[str, Any] = {
+    "type": "object",
+    "required": ["lease"],
+    "additionalProperties": False,
+    "properties": {"lease": _LEASE},
+}
+
+HEARTBEAT_REPLY: dict[str, Any] = {
+    "type": "object",
+    "required": ["lease_seconds", "cancel"],
+    "properties": {"lease_seconds": {"type": "integer"}, "cancel": {"type": "boolean"}},
+}
+
+LOG: dict[str, Any] = {
+    "type": "object",
+    "required": ["lease", "text"],
+    "additionalProperties": False,
+    "properties": {"lease": _LEASE, "text": {"type": "string", "maxLength": 1_000_000}},
+}
+
+FINISH: dict[str, Any] = {
+    "type": "object",
+    "required": ["lease", "outcome"],
+    "additionalProperties": False,
+    "properties": {
+        "lease": _LEASE,
+        "outcome": {"type": "string", "enum": ["succeeded", "failed"]},
+        "error_category": {"type": ["string", "null"], "enum": [*ERROR_CATEGORIES, None]},
+        "error_summary": {"type": ["string", "null"], "maxLength": 10_000},
+        "image_id": {"type": ["string", "null"], "maxLength": 200},
+        "build_seconds": {"type": ["number", "null"], "minimum": 0},
+        "wheels": {"type": "array", "items": {"type": "string"}},
+        "shared_libraries": {"type": "array", "items": {"type": "string"}},
+        "os_packages": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+class ProtocolError(ValueError):
+    """A message does not match its schema; the text says where, in one line."""
+
+
+def validate(message: object, schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        jsonschema.validate(message, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "message"
+        raise ProtocolError(f"{where}: {exc.message}"[:300]) from None
+    assert isinstance(message, dict)
+    return message
