@@ -7,7 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from index_server.config import Settings
 from index_server.services import Services, build_services
-from index_server.views import api, files, simple, upload
+from index_server.views import api, builds_api, files, simple, upload, worker_api
 from index_server.views.common import error_response
 
 
@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_upload_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    for blueprint in (api.bp, upload.bp, files.bp, simple.bp):
+    for blueprint in (api.bp, builds_api.bp, worker_api.bp, upload.bp, files.bp, simple.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, error_response)
 

@@ -1,0 +1,156 @@
+"""The admin API of the builder farm: builds, skip list, build settings, workers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from builder import protocol
+from index_server import jobs
+from index_server.views.common import fail, get_platform, require, services
+
+bp = Blueprint("builds_api", __name__, url_prefix="/api")
+
+STATES = ("queued", "running", "succeeded", "failed", "skipped", "cancelled")
+
+
+def _body() -> dict:  # type: ignore[type-arg]
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        fail(400, "request body must be a JSON object")
+    return body
+
+
+def _text(body: dict, key: str, required: bool = True) -> str:  # type: ignore[type-arg]
+    value = body.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        fail(400, f"'{key}' must be a non-empty string")
+    return value.strip()
+
+
+def _job_call(call, *args):  # type: ignore[no-untyped-def]
+    try:
+        return jsonify(call(services(), *args))
+    except jobs.JobNotFound as exc:
+        fail(404, str(exc))
+    except jobs.JobError as exc:
+        fail(409, str(exc))
+
+
+@bp.get("/builds")
+def list_builds() -> Response:
+    require("read")
+    state = request.args.get("state")
+    if state and state not in STATES:
+        fail(400, f"'state' must be one of {', '.join(STATES)}")
+    platform = request.args.get("platform")
+    if platform:
+        get_platform(platform)
+    project = request.args.get("project")
+    try:
+        limit = min(int(request.args.get("limit", "100")), 1000)
+    except ValueError:
+        fail(400, "'limit' must be a number")
+    found = jobs.list_jobs(
+        services(), state, platform, canonicalize_name(project) if project else None, limit
+    )
+    return jsonify({"builds": found})
+
+
+@bp.post("/builds")
+def request_builds() -> Response:
+    """Queue a build of (project, version) for one or more platforms."""
+    who = require("upload")
+    body = _body()
+    project = canonicalize_name(_text(body, "project"))
+    try:
+        version = str(Version(_text(body, "version")))
+    except InvalidVersion:
+        fail(400, "'version' is not a valid PEP 440 version")
+    names = body.get("platforms")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        fail(400, "'platforms' must be a non-empty list of platform names")
+    platforms = [get_platform(n).name for n in names]
+    outcomes = [
+        jobs.request_build(services(), project, version, p, "request", who.name).__dict__
+        for p in platforms
+    ]
+    return jsonify({"requests": outcomes})
+
+
+@bp.get("/builds/<int:job_id>")
+def show_build(job_id: int) -> Response:
+    require("read")
+    return _job_call(jobs.get_job, job_id)
+
+
+@bp.post("/builds/<int:job_id>/rebuild")
+def rebuild(job_id: int) -> Response:
+    who = require("admin")
+    return _job_call(jobs.rebuild, job_id, who.name)
+
+
+@bp.post("/builds/<int:job_id>/cancel")
+def cancel(job_id: int) -> Response:
+    who = require("admin")
+    reason = _body().get("reason")
+    return _job_call(jobs.cancel, job_id, who.name, reason if isinstance(reason, str) else None)
+
+
+@bp.post("/builds/<int:job_id>/skip")
+def skip(job_id: int) -> Response:
+    who = require("admin")
+    return _job_call(jobs.skip_job, job_id, who.name, _text(_body(), "reason"))
+
+
+@bp.get("/skips")
+def list_skips() -> Response:
+    require("read")
+    return jsonify({"skips": jobs.list_skips(services())})
+
+
+@bp.post("/skips")
+def add_skip() -> Response:
+    who = require("admin")
+    body = _body()
+    project = canonicalize_name(_text(body, "project"))
+    version = _text(body, "version", required=False)
+    jobs.add_skip(services(), project, version, _text(body, "reason"), who.name)
+    return jsonify({"project": project, "version": version or None}), 201
+
+
+@bp.delete("/skips/<project>")
+def remove_skip(project: str) -> Response:
+    who = require("admin")
+    version = request.args.get("version", "")
+    if not jobs.remove_skip(services(), canonicalize_name(project), version, who.name):
+        fail(404, "not on the skip list")
+    return jsonify({"removed": canonicalize_name(project), "version": version or None})
+
+
+@bp.get("/build-settings/<project>")
+def get_settings(project: str) -> Response:
+    require("read")
+    name = canonicalize_name(project)
+    return jsonify({"project": name, "settings": jobs.get_project_settings(services(), name)})
+
+
+@bp.put("/build-settings/<project>")
+def put_settings(project: str) -> Response:
+    who = require("admin")
+    try:
+        settings = protocol.validate(_body(), protocol.BUILD_SETTINGS)
+    except protocol.ProtocolError as exc:
+        fail(400, f"invalid build settings: {exc}")
+    name = canonicalize_name(project)
+    jobs.set_project_settings(services(), name, settings, who.name)
+    return jsonify({"project": name, "settings": settings})
+
+
+@bp.get("/workers")
+def list_workers() -> Response:
+    require("read")
+    return jsonify({"workers": jobs.list_workers(services())})

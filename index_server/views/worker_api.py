@@ -1,0 +1,116 @@
+"""The worker protocol's HTTP side (see builder.protocol): /api/worker/..., build scope."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request
+
+from builder import protocol
+from index_server import jobs
+from index_server.distributions import InvalidDistribution
+from index_server.ingest import FileConflict, ingest_file
+from index_server.views.common import fail, require, services
+
+bp = Blueprint("worker_api", __name__, url_prefix="/api/worker")
+
+
+def _message(schema: dict) -> dict:  # type: ignore[type-arg]
+    try:
+        return protocol.validate(request.get_json(silent=True), schema)
+    except protocol.ProtocolError as exc:
+        fail(400, f"invalid message: {exc}")
+
+
+def _job_errors(exc: jobs.JobError) -> None:
+    if isinstance(exc, jobs.JobNotFound):
+        fail(404, str(exc))
+    if isinstance(exc, jobs.LeaseLost):
+        fail(409, str(exc))
+    fail(409, str(exc))
+
+
+@bp.post("/claim")
+def claim() -> Response:
+    require("build")
+    message = _message(protocol.CLAIM)
+    svc = services()
+    unknown = [p for p in message["platforms"] if p not in svc.platforms]
+    if unknown:
+        fail(400, f"unknown platforms: {', '.join(unknown)}")
+    job = jobs.claim(svc, message["worker"], message["platforms"], message.get("runner", "podman"))
+    if job is None:
+        return Response(status=204)
+    return jsonify(job)
+
+
+@bp.post("/jobs/<int:job_id>/heartbeat")
+def heartbeat(job_id: int) -> Response:
+    require("build")
+    message = _message(protocol.HEARTBEAT)
+    svc = services()
+    try:
+        cancel = jobs.heartbeat(svc, job_id, message["lease"])
+    except jobs.JobError as exc:
+        _job_errors(exc)
+    return jsonify({"lease_seconds": svc.settings.build_lease_seconds, "cancel": cancel})
+
+
+@bp.post("/jobs/<int:job_id>/log")
+def log(job_id: int) -> Response:
+    require("build")
+    message = _message(protocol.LOG)
+    try:
+        jobs.append_log(services(), job_id, message["lease"], message["text"])
+    except jobs.JobError as exc:
+        _job_errors(exc)
+    return Response(status=204)
+
+
+@bp.post("/jobs/<int:job_id>/wheels")
+def upload_wheel(job_id: int) -> Response:
+    who = require("build")
+    svc = services()
+    try:
+        job = jobs.check_lease(svc, job_id, request.form.get("lease", ""))
+    except jobs.JobError as exc:
+        _job_errors(exc)
+    content = request.files.get("content")
+    if content is None or not content.filename or Path(content.filename).name != content.filename:
+        fail(400, "missing or invalid 'content' file field")
+    if not content.filename.endswith(".whl"):
+        fail(400, "a build uploads wheels only")
+    platform = svc.platforms[job["platform"]]
+    with tempfile.TemporaryDirectory(prefix="wheel-", dir=svc.settings.data_dir) as tmp:
+        path = Path(tmp) / "wheel"
+        content.save(path)
+        try:
+            result = ingest_file(
+                svc,
+                platform,
+                path,
+                content.filename,
+                actor=f"{who.name} ({job['worker']}, job {job_id})",
+                claimed_digests={"sha256": request.form.get("sha256_digest", "")},
+                claimed_name=job["project"],
+                claimed_version=job["version"],
+                origin="build",
+            )
+        except InvalidDistribution as exc:
+            fail(400, str(exc))
+        except FileConflict as exc:
+            fail(409, str(exc))
+    return jsonify(
+        {"filename": result.file.filename, "sha256": result.file.sha256, "created": result.created}
+    ), (201 if result.created else 200)
+
+
+@bp.post("/jobs/<int:job_id>/finish")
+def finish(job_id: int) -> Response:
+    require("build")
+    message = _message(protocol.FINISH)
+    try:
+        return jsonify(jobs.finish(services(), job_id, message))
+    except jobs.JobError as exc:
+        _job_errors(exc)
