@@ -7,8 +7,13 @@ serves our own files without a platform (used by the admin API).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, send_file
+import io
+from typing import BinaryIO
+
+from flask import Blueprint, Response, redirect, request, send_file
 from packaging.utils import canonicalize_name
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.wsgi import FileWrapper
 
 from index_server import repository
 from index_server.build_requests import note_sdist_served
@@ -24,6 +29,7 @@ from storage import blob_key
 bp = Blueprint("files", __name__)
 
 IMMUTABLE = "public, max-age=365000000, immutable"
+STREAM_CHUNK = 64 * 1024
 
 
 def _split(filename: str) -> tuple[str, bool]:
@@ -118,13 +124,33 @@ def _send_blob(digest: str, mimetype: str, download_name: str | None) -> Respons
             as_attachment=download_name is not None,
             download_name=download_name,
             etag=digest,
-            conditional=True,
+            conditional=path is not None,
             max_age=None,
         )
     except FileNotFoundError:
         fail(404, "file bytes are missing from storage")
+    if path is None:
+        _make_conditional(response, source)
     # A .tar.gz is served as is: never let a client transparently decompress it.
     response.headers.pop("Content-Encoding", None)
     response.headers["Cache-Control"] = IMMUTABLE
     response.headers["Accept-Ranges"] = "bytes"
     return response
+
+
+def _make_conditional(response: Response, stream: BinaryIO) -> None:
+    """send_file knows a length only for paths: give it a seekable stream's, so that streamed
+    blobs (e.g. from S3) get a Content-Length, and Range (206) and conditional requests work."""
+    size = None
+    if stream.seekable():
+        size = stream.seek(0, io.SEEK_END)
+        stream.seek(0)
+        response.content_length = size
+        # The WSGI server's file wrapper (gunicorn's) cannot seek, so a Range response would
+        # read the blob up to the range; werkzeug's seeks the stream to the range's start.
+        response.response = FileWrapper(stream, STREAM_CHUNK)
+    try:
+        response.make_conditional(request, accept_ranges=True, complete_length=size)
+    except RequestedRangeNotSatisfiable:
+        stream.close()
+        raise
