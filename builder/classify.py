@@ -33,7 +33,7 @@ PATTERNS: tuple[tuple[FailureCategory, tuple[str, ...]], ...] = (
             r"error while loading shared libraries: \S+: cannot open shared object file",
             r"Could NOT find \w+ \(missing:",  # CMake find_package
             r"\b(library|header) ['\"]?[\w.+-]+['\"]? (was )?not found",
-            r"(?i)\b\w+-config: (command )?not found",  # e.g. pg_config, mysql_config
+            r"(?i)\b[\w-]+[_-]config(:| executable)? (command )?not found",  # pg_config
         ),
     ),
     (
