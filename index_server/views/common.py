@@ -80,7 +80,9 @@ def require_read() -> None:
 def error_response(exc: HTTPException) -> Response:
     status = exc.code or 500
     message = " ".join((exc.description or exc.name).split())[:500]
-    headers = dict(getattr(exc, "extra_headers", {}))
+    # Keep what werkzeug's exception adds (Allow on 405, Content-Range on 416), but our body.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    headers.update(getattr(exc, "extra_headers", {}))
     if exc.code in (301, 302, 307, 308) and hasattr(exc, "new_url"):
         headers["Location"] = exc.new_url
     if request.path.startswith("/api/"):
