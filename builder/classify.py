@@ -2,7 +2,8 @@
 
 The categories tell an operator what to do next: add an OS package to the project's build
 settings (``missing_system_library``), raise the time limit (``build_timeout``), look at the
-index (``network``), or read the log (``compiler_error``, ``import_failed``, ``other``).
+index (``network``: unreachable, or it cannot give the build dependencies), or read the
+log (``compiler_error``, ``import_failed``, ``other``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ PATTERNS: tuple[tuple[FailureCategory, tuple[str, ...]], ...] = (
     (
         FailureCategory.NETWORK,
         (
+            # Build dependencies the index cannot give (missing, or conflicting pins).
             r"No matching distribution found for",
+            r"ResolutionImpossible",
             r"Could not find a version that satisfies the requirement",
             r"Failed to establish a new connection",
             r"Temporary failure in name resolution",

@@ -9,6 +9,7 @@ so the containers never reach the internet.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import html
 import io
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -270,9 +272,8 @@ def c_extension_files(
     libraries: tuple[str, ...] = (),
     setup_prelude: str = "",
 ) -> dict[str, str]:
-    setup_py = textwrap.dedent(
+    setup_py = textwrap.dedent(setup_prelude) + textwrap.dedent(
         f"""\
-        {setup_prelude}
         from setuptools import Extension, setup
 
         setup(
@@ -327,3 +328,34 @@ def make_sleeping_sdist(
     package = canonicalize_name(name).replace("-", "_")
     files = c_extension_files(package, setup_prelude=f"import time\ntime.sleep({seconds})\n")
     return make_sdist(directory, name, version, files)
+
+
+_SHARED: dict[str, object] = {}
+
+
+def shared_local_index() -> LocalIndex:
+    """One local index per test process (its wheels downloaded once), stopped at exit."""
+    if "index" not in _SHARED:
+        wheels = download_index_wheels()
+        root = Path(tempfile.mkdtemp(prefix="wheelfarm-test-index-"))
+        write_simple_index(root, sorted(wheels.glob("*.whl")))
+        context = serve_local_index(root)
+        _SHARED["index"] = context.__enter__()
+
+        def stop() -> None:
+            context.__exit__(None, None, None)
+            shutil.rmtree(root, ignore_errors=True)
+
+        atexit.register(stop)
+    return _SHARED["index"]  # type: ignore[return-value]
+
+
+def require_podman() -> None:
+    """Skip when Podman is unusable; in CI ($CI set) that is a failure instead."""
+    import pytest
+
+    problem = podman_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"podman is required in CI: {problem}")
+        pytest.skip(problem)

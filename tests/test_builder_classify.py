@@ -44,6 +44,11 @@ CASES = [
         "': Failed to establish a new connection: [Errno 111] Connection refused')",
         C.NETWORK,
     ),
+    (
+        "ERROR: Cannot install setuptools>=61 because these package versions have conflicting "
+        "dependencies.\nERROR: ResolutionImpossible: for help visit https://pip.pypa.io/",
+        C.NETWORK,
+    ),
     ("Traceback ...\nValueError: something in setup.py", C.OTHER),
 ]
 
