@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,13 @@ def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
     default=False,
     help="Require a read token for pages and files.",
 )
+@click.option(
+    "--platforms-dir",
+    envvar="WHEELFARM_PLATFORMS_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of platform *.toml definitions; default: the shipped ones.",
+)
 @click.option("--max-upload-bytes", envvar="WHEELFARM_MAX_UPLOAD_BYTES", type=int, default=None)
 @click.option(
     "--page-max-age",
@@ -100,6 +108,7 @@ def main(ctx: click.Context, **options: object) -> None:
         admin_token=options["admin_token"] or None,
         upstream_urls=options["upstream_url"],
         read_requires_token=options["read_requires_token"],
+        platforms_dir=options["platforms_dir"],
         max_upload_bytes=options["max_upload_bytes"],
         page_max_age=options["page_max_age"],
         upstream_ttl=options["upstream_ttl"],
@@ -288,9 +297,122 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--server", envvar="WHEELFARM_SERVER_URL", required=True, help="The server's URL.")
+@click.option("--token", envvar="WHEELFARM_TOKEN", required=True, help="A build-scoped token.")
+@click.option(
+    "--platform",
+    "platform_names",
+    multiple=True,
+    help="Platforms to build for; default: this machine's (host runner) or all.",
+)
+@click.option(
+    "--runner", type=click.Choice(["podman", "docker", "host"]), default="podman", show_default=True
+)
+@click.option("--jobs", default=1, show_default=True, type=int, help="Builds at once.")
+@click.option(
+    "--poll",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds between claims when the queue is empty.",
+)
+@click.option("--max-jobs", default=None, type=int, help="Stop after this many jobs each.")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--name", default=None, help="Worker name; default: host name and number.")
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    server: str,
+    token: str,
+    platform_names: tuple[str, ...],
+    runner: str,
+    jobs: int,
+    poll: float,
+    max_jobs: int | None,
+    work_dir: Path | None,
+    name: str | None,
+) -> None:
+    """Build wheels for the server's queue (talks to the server over HTTP only)."""
+    import logging
+    import signal
+    import socket
+    import threading
+
+    from builder.runners import host_mismatches
+    from builder.worker import ServerClient, Worker
+    from platforms import PlatformError, iter_platforms, load_platforms
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    known = load_platforms(_settings(ctx).platforms_dir)
+    try:
+        chosen = list(iter_platforms(platform_names, known))
+    except PlatformError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not chosen:
+        chosen = [p for p in known.values() if runner != "host" or not host_mismatches(p)]
+    if not chosen:
+        raise click.ClickException("this machine matches no platform: name one with --platform")
+    if runner == "host":
+        for p in chosen:
+            if problems := host_mismatches(p):
+                raise click.ClickException(f"host runner cannot build {p.name}: {problems[0]}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    base = name or socket.gethostname()
+    # The host runner installs its build tools with pip: give it this machine's CA settings.
+    tools_env = {k: v for k, v in os.environ.items() if k in ("PIP_CERT", "SSL_CERT_FILE")}
+    workers = [
+        Worker(
+            ServerClient(server, token),
+            {p.name: p for p in chosen},
+            runner,
+            name=base if jobs == 1 else f"{base}-{i + 1}",
+            work_dir=work_dir,
+            poll_seconds=poll,
+            tools_env=tools_env,
+        )
+        for i in range(jobs)
+    ]
+    click.echo(f"worker {base}: {jobs} x {runner} for {', '.join(p.name for p in chosen)}")
+    threads = [threading.Thread(target=w.run, args=(stop, max_jobs)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+
+
 @main.group()
 def platform() -> None:
     """Platforms."""
+
+
+@platform.command("build-image")
+@click.argument("name")
+@click.option(
+    "--engine", type=click.Choice(["podman", "docker"]), default="podman", show_default=True
+)
+@click.pass_context
+def platform_build_image(ctx: click.Context, name: str, engine: str) -> None:
+    """Build a platform's build image and record its id."""
+    from builder.images import ImageError, build_image, image_name
+    from platforms import PlatformError, iter_platforms, load_platforms
+
+    try:
+        (chosen,) = iter_platforms([name], load_platforms(_settings(ctx).platforms_dir))
+        image_id = build_image(chosen, engine)
+    except (PlatformError, ImageError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    record = _settings(ctx).data_dir / "images.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(record.read_text()) if record.exists() else {}
+    known[chosen.name] = {"image": image_name(chosen), "id": image_id, "engine": engine}
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=2) + "\n")
+    tmp.replace(record)
+    click.echo(f"{image_name(chosen)} {image_id}")
 
 
 @platform.command("list")

@@ -1,0 +1,309 @@
+"""A build worker: claims jobs from the server over HTTP, builds them, reports back.
+
+It needs nothing but the server's URL and a ``build``-scoped token (see builder.protocol).
+The token stays in the worker: builds get the platform's index URL and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from builder import protocol
+from builder.build import BuildResult, BuildSettings, build_wheel
+from builder.fetch import HashMismatch, fetch_with_hash
+from builder.runners import HostRunner, Runner
+from platforms import Platform
+
+log = logging.getLogger("wheelfarm.worker")
+
+SDIST_SUFFIXES = (".tar.gz", ".zip")
+PAGE_ACCEPT = "application/vnd.pypi.simple.v1+json"
+
+
+class LeaseLost(Exception):
+    """The server no longer counts this worker as the job's builder."""
+
+
+class ServerError(Exception):
+    pass
+
+
+class ServerClient:
+    """The worker's side of the protocol: one method per message."""
+
+    def __init__(self, server_url: str, token: str, timeout: float = 60) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _post(self, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.post(self.server_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise ServerError(f"POST {path}: {exc}") from None
+        if response.status_code == 409:
+            raise LeaseLost(response.text.strip())
+        if response.status_code >= 400:
+            raise ServerError(f"POST {path}: HTTP {response.status_code}: {response.text.strip()}")
+        return response
+
+    def claim(self, worker: str, platforms: list[str], runner: str) -> dict[str, Any] | None:
+        message = {"worker": worker, "platforms": platforms, "runner": runner}
+        response = self._post("/api/worker/claim", json=protocol.validate(message, protocol.CLAIM))
+        if response.status_code == 204:
+            return None
+        return protocol.validate(response.json(), protocol.JOB)
+
+    def heartbeat(self, job: dict[str, Any]) -> bool:
+        response = self._post(
+            f"/api/worker/jobs/{job['id']}/heartbeat", json={"lease": job["lease"]}
+        )
+        return bool(protocol.validate(response.json(), protocol.HEARTBEAT_REPLY)["cancel"])
+
+    def log(self, job: dict[str, Any], text: str) -> None:
+        self._post(f"/api/worker/jobs/{job['id']}/log", json={"lease": job["lease"], "text": text})
+
+    def upload_wheel(self, job: dict[str, Any], wheel: Path) -> None:
+        import hashlib
+
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        with wheel.open("rb") as fh:
+            self._post(
+                f"/api/worker/jobs/{job['id']}/wheels",
+                data={"lease": job["lease"], "sha256_digest": digest},
+                files={"content": (wheel.name, fh, "application/zip")},
+            )
+
+    def finish(self, job: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+        message = protocol.validate({"lease": job["lease"], **report}, protocol.FINISH)
+        return self._post(f"/api/worker/jobs/{job['id']}/finish", json=message).json()  # type: ignore[no-any-return]
+
+    def index_url(self, job: dict[str, Any]) -> str:
+        return self.server_url + job["index_path"]
+
+    def find_sdist(self, job: dict[str, Any]) -> tuple[str, str, str]:
+        """(url, sha256, filename) of the job's sdist, as the platform's index lists it."""
+        page_url = f"{self.index_url(job)}{job['project']}/"
+        response = self.session.get(page_url, headers={"Accept": PAGE_ACCEPT}, timeout=self.timeout)
+        if response.status_code != 200:
+            raise ServerError(f"GET {page_url}: HTTP {response.status_code}")
+        wanted = Version(job["version"])
+        for entry in response.json()["files"]:
+            name = entry["filename"]
+            if not name.endswith(SDIST_SUFFIXES) or "sha256" not in entry["hashes"]:
+                continue
+            if _sdist_version(name, job["project"]) == wanted:
+                return urljoin(page_url, entry["url"]), entry["hashes"]["sha256"], name
+        raise ServerError(f"no sdist of {job['project']} {job['version']} on {page_url}")
+
+
+def _sdist_version(filename: str, project: str) -> Version | None:
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+
+    try:
+        name, version = parse_sdist_filename(filename)
+    except (InvalidSdistFilename, InvalidVersion):
+        return None
+    return version if canonicalize_name(name) == project else None
+
+
+def build_settings(settings: dict[str, Any]) -> BuildSettings:
+    """The server's per-project settings (protocol.BUILD_SETTINGS) as the builder's."""
+    return BuildSettings(
+        build_constraints=settings.get("constraints", ""),
+        env=settings.get("env", {}),
+        apt_packages=tuple(settings.get("os_packages", ())),
+        build_command=settings.get("build_command") or "",
+    )
+
+
+@dataclass
+class Heartbeat:
+    """Renews the job's lease in the background; notes a lost lease or a cancel."""
+
+    client: ServerClient
+    job: dict[str, Any]
+    stop: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+    cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        interval = max(self.job["lease_seconds"] / 3, 0.2)
+        while not self.stop.wait(interval):
+            try:
+                if self.client.heartbeat(self.job):
+                    self.cancelled = True
+            except LeaseLost:
+                self.lost = True
+                return
+            except ServerError as exc:  # a blip: the lease outlives a missed beat or two
+                log.warning("heartbeat failed: %s", exc)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@dataclass
+class Worker:
+    client: ServerClient
+    platforms: dict[str, Platform]
+    runner: str = "podman"  # podman | docker | host
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{threading.get_ident()}")
+    work_dir: Path | None = None
+    poll_seconds: float = 5.0
+    ca_bundle: Path | None = None
+    tools_index_url: str = "https://pypi.org/simple/"
+    tools_env: dict[str, str] = field(default_factory=dict)  # e.g. PIP_CERT, host runner only
+    _host_runners: dict[str, Runner] = field(default_factory=dict)
+
+    def run(self, stop: threading.Event, max_jobs: int | None = None) -> int:
+        """Claim and build jobs until ``stop`` is set (or ``max_jobs`` are done)."""
+        done = 0
+        while not stop.is_set() and (max_jobs is None or done < max_jobs):
+            try:
+                worked = self.run_one()
+            except ServerError as exc:
+                log.warning("server unavailable: %s", exc)
+                worked = False
+            if worked:
+                done += 1
+            else:
+                stop.wait(self.poll_seconds)
+        return done
+
+    def run_one(self) -> bool:
+        job = self.client.claim(self.name, sorted(self.platforms), self.runner)
+        if job is None:
+            return False
+        log.info(
+            "claimed job %s: %s %s for %s",
+            job["id"],
+            job["project"],
+            job["version"],
+            job["platform"],
+        )
+        try:
+            with Heartbeat(self.client, job) as beat:
+                try:
+                    report = self._build(job)
+                except (LeaseLost, ServerError):
+                    raise
+                except Exception as exc:  # a bug or a broken runner: the job fails, we go on
+                    log.exception("job %s crashed", job["id"])
+                    self.client.log(job, f"[worker] internal error: {exc!r}\n")
+                    report = {
+                        "outcome": "failed",
+                        "error_category": "other",
+                        "error_summary": f"worker error: {exc!r}"[:1000],
+                    }
+            if beat.lost or beat.cancelled:
+                log.warning(
+                    "job %s: %s; result dropped",
+                    job["id"],
+                    "cancelled" if beat.cancelled else "lease lost",
+                )
+                return True
+            final = self.client.finish(job, report)
+            log.info("job %s: %s", job["id"], final["state"])
+        except LeaseLost as exc:
+            log.warning("job %s: lease lost: %s", job["id"], exc)
+        except ServerError as exc:
+            log.warning("job %s: server unavailable, the lease will expire: %s", job["id"], exc)
+        return True
+
+    def _build(self, job: dict[str, Any]) -> dict[str, Any]:
+        platform = self.platforms[job["platform"]]
+        scratch = Path(tempfile.mkdtemp(prefix=f"job-{job['id']}-", dir=self.work_dir))
+        started = time.monotonic()
+        self.client.log(
+            job, f"[worker {self.name}] attempt {job['attempt']}, runner {self.runner}\n"
+        )
+        try:
+            url, sha256, filename = self.client.find_sdist(job)
+            sdist = fetch_with_hash(
+                url,
+                scratch / "in" / filename,
+                sha256,
+                headers={"Authorization": self.client.session.headers["Authorization"]},
+            )
+        except (ServerError, HashMismatch, OSError, ValueError) as exc:
+            self.client.log(job, f"[worker] cannot fetch the sdist: {exc}\n")
+            return {
+                "outcome": "failed",
+                "error_category": "network",
+                "error_summary": f"cannot fetch the sdist: {exc}"[:1000],
+            }
+        self.client.log(job, f"[worker] fetched {filename} (sha256 {sha256}), building\n")
+        result = self._run_build(
+            platform,
+            sdist,
+            self.client.index_url(job),
+            scratch / "out",
+            build_settings(job["settings"]),
+        )
+        self.client.log(job, result.log + "\n")
+        report: dict[str, Any] = {
+            "image_id": result.image_id or result.image,
+            "build_seconds": round(time.monotonic() - started, 3),
+            "os_packages": result.os_packages,
+            "shared_libraries": sorted(result.shared_libraries),
+        }
+        if not result.ok:
+            return {
+                **report,
+                "outcome": "failed",
+                "error_category": result.category.value if result.category else "other",
+                "error_summary": result.summary[:10_000],
+            }
+        for wheel in result.wheels:
+            self.client.upload_wheel(job, wheel)
+        return {**report, "outcome": "succeeded", "wheels": [w.name for w in result.wheels]}
+
+    def _run_build(
+        self, platform: Platform, sdist: Path, index_url: str, out: Path, settings: BuildSettings
+    ) -> BuildResult:
+        if self.runner == "host":
+            runner = self._host_runners.get(platform.name)
+            if runner is None:
+                runner = HostRunner(platform, self.tools_index_url, tools_env=self.tools_env)
+                self._host_runners[platform.name] = runner
+            return build_wheel(
+                platform,
+                sdist,
+                index_url,
+                out,
+                settings=settings,
+                runner=runner,
+                image="host",
+                ca_bundle=self.ca_bundle,
+            )
+        return build_wheel(
+            platform,
+            sdist,
+            index_url,
+            out,
+            settings=settings,
+            engine=self.runner,
+            ca_bundle=self.ca_bundle,
+        )
