@@ -262,6 +262,14 @@ def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
     return values
 
 
+def platform_python(platform: Platform) -> str | None:
+    """The OS release's own CPython for the platform (/usr/bin first: not pyenv or the like)."""
+    system = Path(f"/usr/bin/python{platform.python}")
+    if system.exists():
+        return str(system)
+    return shutil.which(f"python{platform.python}")
+
+
 def host_mismatches(platform: Platform, os_release: Path = Path("/etc/os-release")) -> list[str]:
     """Why this machine cannot build for ``platform``; empty when it can."""
     release = read_os_release(os_release)
@@ -271,9 +279,8 @@ def host_mismatches(platform: Platform, os_release: Path = Path("/etc/os-release
             f"OS is {release.get('ID')} {release.get('VERSION_ID')}, "
             f"platform wants {platform.os} {platform.release}"
         )
-    python = shutil.which(f"python{platform.python}")
-    if python is None:
-        problems.append(f"no python{platform.python} on PATH")
+    if platform_python(platform) is None:
+        problems.append(f"no python{platform.python} in /usr/bin or on PATH")
     machine = host_platform.machine()
     if machine != platform.arch:
         problems.append(f"architecture is {machine}, platform wants {platform.arch}")
@@ -313,7 +320,7 @@ class HostRunner:
 
     @property
     def python(self) -> str:
-        found = shutil.which(f"python{self.platform.python}")
+        found = platform_python(self.platform)
         assert found is not None  # checked in __post_init__
         return found
 
