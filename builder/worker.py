@@ -254,6 +254,7 @@ class Worker:
                 "error_category": "network",
                 "error_summary": f"cannot fetch the sdist: {exc}"[:1000],
             }
+        sdist.chmod(0o644)  # the build runs as another (non-root) user
         self.client.log(job, f"[worker] fetched {filename} (sha256 {sha256}), building\n")
         result = self._run_build(
             platform,

@@ -384,6 +384,28 @@ def worker(
             thread.join(0.5)
 
 
+@main.command()
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--keep-serving/--exit",
+    default=True,
+    show_default=True,
+    help="Keep the server and worker running after the demo.",
+)
+@click.option(
+    "--runner",
+    type=click.Choice(["podman", "docker", "host"]),
+    default=None,
+    help="Default: a container engine if one works here, else host.",
+)
+@click.pass_context
+def demo(ctx: click.Context, port: int, keep_serving: bool, runner: str | None) -> None:
+    """Serve, build a C-extension wheel for this machine, and pip install it."""
+    from index_server.demo import run_demo
+
+    run_demo(_settings(ctx), port, keep_serving, runner)
+
+
 @main.group()
 def platform() -> None:
     """Platforms."""
