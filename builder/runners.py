@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -239,15 +238,6 @@ class ContainerRunner:
             check=False,
         )
 
-    def exists(self, name: str) -> bool:
-        found = subprocess.run(
-            [self.engine, "ps", "--all", "--quiet", "--filter", f"name=^{name}$"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return bool(found.stdout.strip())
-
 
 # ---------------------------------------------------------------------------------------
 # This machine
@@ -287,9 +277,6 @@ def host_mismatches(platform: Platform, os_release: Path = Path("/etc/os-release
     return problems
 
 
-_UNSAFE_ENV = ("PIP_", "UV_", "PYTHON", "VIRTUAL_ENV", "LD_")
-
-
 @dataclass
 class HostRunner:
     """Runs steps as plain processes on this machine, for the platform it *is*.
@@ -299,7 +286,7 @@ class HostRunner:
     runner from ``tools_index_url`` and stand in for the image's ``/opt/buildtools``; each
     run gets a fresh scratch folder for ``/tmp``, and container paths in the command and
     environment are mapped onto the mounts' host paths. There is no isolation beyond a
-    separate process group, rlimits on memory and processes, and the time limit: use it only
+    separate process group, a data-size rlimit (``prlimit``) and the time limit: use it only
     for trusted sources (or inside a VM that is the platform).
     """
 
@@ -387,6 +374,9 @@ class HostRunner:
             }
             full_env.update({k: translate(v) for k, v in (env or {}).items()})
             args = [translate(a) for a in command]
+            if limits.memory and shutil.which("prlimit"):
+                # prlimit rather than preexec_fn: safe when the worker runs threads.
+                args = ["prlimit", f"--data={_parse_size(limits.memory)}", "--", *args]
             log_path = scratch.parent / f"{scratch.name}.log"
             start = time.monotonic()
             with log_path.open("wb") as log:
@@ -398,7 +388,6 @@ class HostRunner:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_rlimits(limits),
                 )
                 finished = _wait(process, timeout)
                 if not finished:
@@ -444,16 +433,3 @@ def _parse_size(text: str) -> int:
     if text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
-
-
-def _rlimits(limits: Limits):  # type: ignore[no-untyped-def]
-    if not sys.platform.startswith("linux"):
-        return None
-    import resource
-
-    def apply() -> None:
-        if limits.memory:
-            size = _parse_size(limits.memory)
-            resource.setrlimit(resource.RLIMIT_DATA, (size, size))
-
-    return apply
