@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from index_server import console, metrics
 from index_server.config import Settings
 from index_server.services import Services, build_services
 from index_server.views import api, builds_api, files, simple, upload, worker_api
@@ -23,6 +24,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for blueprint in (api.bp, builds_api.bp, worker_api.bp, upload.bp, files.bp, simple.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, error_response)
+    console.init_app(app, services)
+    metrics.init_app(app, services)
 
     @app.get("/")
     def home() -> Response:
