@@ -127,6 +127,13 @@ def ingest_file(
             return IngestResult(existing, created=False)
         raise
     assert record is not None
+    # A delete of another file with the same bytes may have removed the blob between our
+    # exists() check and our commit: put it back, so a listed file always has its bytes.
+    if not storage.exists(key):
+        with path.open("rb") as fh:
+            storage.put(key, fh)
+    if metadata_sha256 and not storage.exists(blob_key(metadata_sha256)):
+        storage.put(blob_key(metadata_sha256), io.BytesIO(meta.raw))
     return IngestResult(record, created=True)
 
 

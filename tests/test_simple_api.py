@@ -375,9 +375,8 @@ def test_root_list_per_platform(client: FlaskClient, upload_token: str, tmp_path
     assert names(PY312_ARM) == ["arm-only", "everywhere", "source-only"]
     assert names(PY312_X86) == ["everywhere", "source-only"]
     assert names(PY310_X86) == ["everywhere", "source-only"]
-    # A project with nothing for a platform lists no files there.
-    other = json_page(client, project_url("native", PY312_X86))
-    assert other["files"] == []
+    # A project with nothing for a platform is not found there (so uv tries its next index).
+    assert client.get(project_url("native", PY312_X86)).status_code == 404
 
 
 # --- HTTP: validators, compression, ranges, cache headers ------------------------------------

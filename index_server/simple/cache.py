@@ -23,16 +23,17 @@ class RenderedPage:
     gzipped: bytes | None
     content_type: str
     etag: str  # quoted strong ETag of the identity body
+    file_count: int = 0  # a project page listing nothing is answered with 404
 
     @property
     def gzip_etag(self) -> str:
         return self.etag[:-1] + '-gz"'
 
 
-def make_page(body: bytes, content_type: str) -> RenderedPage:
+def make_page(body: bytes, content_type: str, file_count: int = 0) -> RenderedPage:
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     gzipped = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= GZIP_MIN_BYTES else None
-    return RenderedPage(body, gzipped, content_type, etag)
+    return RenderedPage(body, gzipped, content_type, etag, file_count)
 
 
 class PageCache:

@@ -87,7 +87,10 @@ def project_page(
             versions=sorted_versions(v for f in files if (v := version_of(f.filename))),
             tracks=tuple(project_url(p.upstream, project) for p in view.found),
         )
-        return make_page(render_project_page(page, content_type), content_type)
+        return make_page(render_project_page(page, content_type), content_type, len(files))
 
     page = services.pages.get_or_render(key, render)
+    if page.file_count == 0:
+        # Known here, but nothing for this platform: as PyPI would say of an unknown name.
+        raise ProjectNotFound(f"project {project!r} has no files for {platform.name}")
     return ProjectPageResult(page, serial, view.stale)
