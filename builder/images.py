@@ -23,6 +23,8 @@ from platforms import DEBIAN_PACKAGE_RE, Platform
 IMAGE_REPOSITORY = "wheelfarm-build"
 DOCKERFILE_LABEL = "org.wheelfarm.dockerfile-sha256"
 PACKAGES_LABEL = "org.wheelfarm.extra-packages"
+BASE_ID_LABEL = "org.wheelfarm.base-image-id"
+PLATFORM_LABEL = "org.wheelfarm.platform"
 DEFAULT_TOOLS_INDEX = "https://pypi.org/simple/"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Where the CA bundle is mounted during `podman build` (left as an empty file in the image).
@@ -165,6 +167,9 @@ def build_image(
     found = image_id(name, engine)
     if found is None:
         raise ImageError(f"{engine} built {name} but cannot find it")
+    # The image this tag named before is now untagged: drop such leftovers (the engine keeps
+    # any that a container still uses).
+    _engine(engine, "image", "prune", "--force", "--filter", f"label={DOCKERFILE_LABEL}")
     return found
 
 
@@ -234,6 +239,10 @@ def ensure_image_with_packages(
                 name,
                 "--label",
                 f"{PACKAGES_LABEL}={' '.join(wanted)}",
+                "--label",
+                f"{BASE_ID_LABEL}={base_id}",
+                "--label",
+                f"{PLATFORM_LABEL}={platform.name}",
                 context,
             ],
             name,
@@ -241,4 +250,23 @@ def ensure_image_with_packages(
     found = image_id(name, engine)
     if found is None:
         raise ImageError(f"{engine} built {name} but cannot find it")
+    remove_stale_derived_images(platform, base_id, engine)
     return name, found
+
+
+def remove_stale_derived_images(platform: Platform, base_id: str, engine: str = "podman") -> None:
+    """Remove the platform's derived images made from an older build image.
+
+    Best effort: an image a container still uses stays (the engine refuses to remove it).
+    """
+    listed = _engine(
+        engine,
+        "images",
+        "--quiet",
+        "--no-trunc",
+        "--filter",
+        f"label={PLATFORM_LABEL}={platform.name}",
+    )
+    for candidate in dict.fromkeys(listed.stdout.split()):
+        if image_label(candidate, BASE_ID_LABEL, engine) not in (None, base_id):
+            _engine(engine, "rmi", candidate)  # no --force: that would stop its containers
