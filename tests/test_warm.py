@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from index_server.warm.lockfiles import read_uv_lock
+from platforms import load_platforms
 from tests.conftest import BIN, clean_client_env
 from tests.factory import make_wheel
 from tests.warm_helpers import Farm, make_test_sdist, open_farm, sha256_of
@@ -264,3 +266,106 @@ def test_lock_files_made_by_uv_are_read_with_each_platforms_markers(farm: Farm) 
             assert code == 3, report
             assert statuses(report) == wanted, (lock.name, platform)
             assert {d["source"] for d in report["distributions"]} == {lock.name}
+    elsewhere = farm.workdir / "pylock.windows.toml"
+    elsewhere.write_text(
+        pylock.read_text().replace(
+            'requires-python = ">=3.10"',
+            'requires-python = ">=3.10"\nenvironments = ["sys_platform == \'win32\'"]',
+        )
+    )
+    code, report = warm_json(farm, "-r", str(elsewhere), "--platform", DEBIAN)
+    assert code == 1 and "none of its environments is debian-12-py3.11-x86_64" in report["error"]
+
+
+UV_LOCK = """\
+version = 1
+revision = 3
+requires-python = ">=3.10"
+resolution-markers = ["python_full_version >= '3.12'", "python_full_version < '3.12'"]
+
+[[package]]
+name = "proj"
+version = "0.1"
+source = { editable = "." }
+dependencies = [
+    { name = "web", extra = ["fast"] },
+    { name = "numpyish", version = "1.0", marker = "python_full_version < '3.12'" },
+    { name = "numpyish", version = "2.0", marker = "python_full_version >= '3.12'" },
+    { name = "tool", marker = "sys_platform == 'win32'" },
+    { name = "gitdep" },
+]
+
+[package.dev-dependencies]
+dev = [{ name = "checker" }]
+
+[[package]]
+name = "web"
+version = "3.0"
+source = { registry = "https://x/simple" }
+dependencies = [{ name = "core" }]
+
+[package.optional-dependencies]
+fast = [{ name = "speedup", marker = "platform_machine == 'aarch64'" }]
+slow = [{ name = "never" }]
+
+[[package]]
+name = "numpyish"
+version = "1.0"
+source = { registry = "https://x/simple" }
+resolution-markers = ["python_full_version < '3.12'"]
+
+[[package]]
+name = "numpyish"
+version = "2.0"
+source = { registry = "https://x/simple" }
+resolution-markers = ["python_full_version >= '3.12'"]
+
+[[package]]
+name = "core"
+version = "1.1"
+source = { registry = "https://x/simple" }
+
+[[package]]
+name = "speedup"
+version = "0.5"
+source = { registry = "https://x/simple" }
+
+[[package]]
+name = "never"
+version = "9"
+source = { registry = "https://x/simple" }
+
+[[package]]
+name = "tool"
+version = "1"
+source = { registry = "https://x/simple" }
+
+[[package]]
+name = "checker"
+version = "4"
+source = { registry = "https://x/simple" }
+
+[[package]]
+name = "gitdep"
+version = "0.0.1"
+source = { git = "https://example.invalid/gitdep?rev=abc#abc" }
+"""
+
+
+def test_uv_lock_edges_extras_forks_and_groups(tmp_path: Path) -> None:
+    """The uv.lock reader on its own: what uv sync would install on each platform."""
+    known = load_platforms()
+    lock = tmp_path / "uv.lock"
+    lock.write_text(UV_LOCK)
+
+    def chosen(platform: str) -> dict[str, tuple[str, str | None]]:
+        return {p.name: (p.version, p.direct) for p in read_uv_lock(lock, known[platform])}
+
+    common = {
+        "web": ("3.0", None),
+        "core": ("1.1", None),
+        "checker": ("4", None),  # the dev group of the workspace member
+        "gitdep": ("0.0.1", "git https://example.invalid/gitdep?rev=abc#abc"),
+    }
+    assert chosen(DEBIAN) == {**common, "numpyish": ("1.0", None)}
+    assert chosen(ARM) == {**common, "numpyish": ("2.0", None), "speedup": ("0.5", None)}

@@ -347,13 +347,13 @@ def _wait(
             if not active or time.monotonic() >= deadline:
                 break
             time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
-            jobs = {j["id"]: j for j in client.builds(platform.name)}
-            finished = []
-            for item in active:
-                job = jobs.get(item.job_id) or client.build(item.job_id)  # type: ignore[arg-type]
-                if job["state"] != item.state and job["state"] == "succeeded":
-                    finished.append(item)
-                item.state = job["state"]
+            try:
+                finished = _poll(client, platform, active)
+            except ApiError as exc:
+                if exc.status and exc.status < 500:
+                    raise
+                click.echo(f"warning: polling failed, will retry: {exc}", file=out)
+                continue
             if finished:
                 _find_wheels(client, platform, finished)
             progress.update(items)
@@ -361,6 +361,18 @@ def _wait(
         progress.close()
     if any(i.state in report.ACTIVE_STATES for i in tracked.values()):
         click.echo(f"timed out after {timeout:g} s with builds unfinished", file=out)
+
+
+def _poll(client: WheelfarmClient, platform: Platform, active: Sequence[Item]) -> list[Item]:
+    """Refresh the jobs' states; returns the items whose job has just succeeded."""
+    jobs = {j["id"]: j for j in client.builds(platform.name)}
+    finished = []
+    for item in active:
+        job = jobs.get(item.job_id) or client.build(item.job_id)  # type: ignore[arg-type]
+        if job["state"] != item.state and job["state"] == "succeeded":
+            finished.append(item)
+        item.state = job["state"]
+    return finished
 
 
 def _details(client: WheelfarmClient, items: Sequence[Item]) -> None:

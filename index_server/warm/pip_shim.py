@@ -29,6 +29,15 @@ def _patch(environment: dict[str, str]) -> None:
         return {**host_environment(), **environment}
 
     markers.default_environment = platform_environment  # type: ignore[assignment]
+    # Should a future pip evaluate markers some other way, fail rather than answer for the
+    # wrong platform.
+    probe = " and ".join(
+        f"{key} == {environment[key]!r}"
+        for key in ("python_version", "platform_machine", "sys_platform")
+        if environment.get(key)
+    )
+    if probe and not markers.Marker(probe).evaluate():
+        raise SystemExit("pip_shim: this pip does not evaluate markers through the shim")
 
     from pip._internal.cli import cmdoptions
     from pip._internal.models.format_control import FormatControl
@@ -36,7 +45,7 @@ def _patch(environment: dict[str, str]) -> None:
     check = cmdoptions.check_dist_restriction
 
     def check_allowing_sdists(options: Any, check_target: bool = False) -> None:
-        if not options.dry_run:
+        if not getattr(options, "dry_run", False):
             raise SystemExit("pip_shim: only dry runs may resolve for another platform")
         saved = options.format_control
         options.format_control = FormatControl(set(), {":all:"})
