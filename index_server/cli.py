@@ -449,5 +449,12 @@ def platform_list(ctx: click.Context) -> None:
         )
 
 
+# Client commands for CI jobs and admins (index_server/warm/).
+from index_server.warm.commands import request_cmd, warm_cmd  # noqa: E402
+
+main.add_command(request_cmd)
+main.add_command(warm_cmd)
+
+
 if __name__ == "__main__":
     sys.exit(main())
