@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from packaging.requirements import InvalidRequirement, Requirement
@@ -258,7 +258,7 @@ def _fail(
     inputs: list[str],
     what: str,
     exc: Exception,
-) -> None:
+) -> NoReturn:
     if as_json:
         body = {
             "server": client.server,
