@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -21,6 +22,65 @@ from index_server.services import Services, build_services
 
 ADMIN_TOKEN = "wf_test-admin-token-0123456789"
 BIN = Path(sys.executable).parent
+# The suite runs on SQLite, and again on PostgreSQL when this names a server (.ci/run).
+TEST_POSTGRES_URL = os.environ.get("WHEELFARM_TEST_DATABASE_URL", "")
+_created_databases: set[str] = set()
+# For tests about the embedded SQLite file itself; they ran in the SQLite pass.
+sqlite_only = pytest.mark.skipif(
+    bool(TEST_POSTGRES_URL), reason="checks the embedded SQLite database file"
+)
+
+
+def database_for(data_dir: Path) -> str | None:
+    """On PostgreSQL runs, a fresh database for each data folder; else None (SQLite)."""
+    if not TEST_POSTGRES_URL:
+        return None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    def url(database: str) -> str:
+        return make_url(TEST_POSTGRES_URL).set(database=database).render_as_string(False)
+
+    name = "wf_" + hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:24]
+    if name not in _created_databases:
+        template = f"wf_template_{os.getpid()}"
+        engine = create_engine(TEST_POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            if template not in _created_databases:  # migrated once, copied for each test
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{template}"'))
+                from index_server.db.migrate import upgrade
+
+                upgrade(url(template))
+                _created_databases.add(template)
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        engine.dispose()
+        _created_databases.add(name)
+    return url(name)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _postgres_databases() -> Iterator[None]:
+    """Point every Settings without a database URL at its own PostgreSQL database."""
+    if not TEST_POSTGRES_URL:
+        yield
+        return
+    original = Settings.resolved_database_url
+
+    def resolved(self: Settings) -> str:
+        return self.database_url or database_for(self.data_dir) or ""
+
+    Settings.resolved_database_url = property(resolved)  # type: ignore[assignment,method-assign]
+    yield
+    Settings.resolved_database_url = original  # type: ignore[method-assign]
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(TEST_POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        for name in _created_databases:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
 
 
 def free_port() -> int:
@@ -104,6 +164,9 @@ def start_server(data_dir: Path, log_path: Path, **env_extra: str) -> LiveServer
         "WHEELFARM_UPSTREAM_URL": "none",
         **env_extra,
     }
+    database = database_for(data_dir)
+    if database and "WHEELFARM_DATABASE_URL" not in env_extra:
+        env["WHEELFARM_DATABASE_URL"] = database
     log = log_path.open("wb")
     process = subprocess.Popen(
         [

@@ -221,7 +221,7 @@ def _migrated_template() -> Path:
 def fast_services(settings: Settings) -> Services:
     """``build_services`` as a server worker does it (no migration run), on a copy of a
     database migrated once: Alembic per test would cost more than most tests."""
-    if settings.database_url:
+    if not settings.resolved_database_url.startswith("sqlite"):
         return build_services(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     target = settings.data_dir / "wheelfarm.sqlite3"

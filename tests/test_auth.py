@@ -19,7 +19,7 @@ from index_server.auth import (
 )
 from index_server.config import Settings
 from index_server.services import Services
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, sqlite_only
 from tests.factory import make_sdist, make_wheel
 from tests.http_helpers import (
     PLATFORM,
@@ -84,6 +84,7 @@ def test_scopes(services: Services) -> None:
         assert {s for s in implied if who.allows(s)} == allowed
 
 
+@sqlite_only
 def test_secret_is_stored_hashed(services: Services, settings: Settings) -> None:
     _id, secret = create_token(services.engine, "ci", "admin")
     services.engine.dispose()  # close connections; the WAL may still hold the pages

@@ -17,7 +17,7 @@ from index_server.cli import main
 from index_server.config import Settings
 from index_server.services import build_services
 from storage import blob_key
-from tests.conftest import ADMIN_TOKEN, BIN, clean_client_env
+from tests.conftest import ADMIN_TOKEN, BIN, clean_client_env, sqlite_only
 from tests.factory import make_sdist, make_wheel
 from tests.http_helpers import (
     ALL_PLATFORMS,
@@ -81,6 +81,7 @@ def _populate(data_dir: Path, tmp_path: Path) -> dict[str, int]:
     return {f["filename"]: f["id"] for f in files}
 
 
+@sqlite_only
 def test_db_upgrade(run, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     out = _ok(run("db", "upgrade"))
     assert re.search(r"database at revision \w+", out)
@@ -233,6 +234,7 @@ def test_env_settings_reach_the_server_settings(  # type: ignore[no-untyped-def]
     assert settings.upstream_urls == ("http://127.0.0.1:9/simple/",)
 
 
+@sqlite_only
 def test_console_script(data_dir: Path, tmp_path: Path) -> None:
     """The installed ``wheelfarm`` entry point, with configuration only from the environment."""
     env = clean_client_env(WHEELFARM_DATA_DIR=str(data_dir))

@@ -180,7 +180,10 @@ def test_failed_put_leaves_nothing(moto: MotoServer, bucket: str) -> None:
     stream = Exploding(12 * MiB, lambda: seen.append(open_uploads(moto, bucket)))
     with pytest.raises(ConnectionResetError):
         store.put(KEY, io.BufferedReader(stream))  # dies in the third part
-    assert [[u["Key"] for u in uploads] for uploads in seen] == [[f"blobs/v1/{KEY}"]]
+    # Whether boto3's CreateMultipartUpload (on its own thread) had started when the stream
+    # failed depends on timing; only this key's upload may ever have been open.
+    assert len(seen) == 1
+    assert {u["Key"] for u in seen[0]} <= {f"blobs/v1/{KEY}"}
     assert keys_in(moto, bucket) == []
     assert open_uploads(moto, bucket) == []  # the multipart upload was aborted
     assert not store.exists(KEY)
