@@ -305,12 +305,11 @@ class DatabaseCollector(Collector):
             "whether the last refresh failed.",
             labels=["status", "failing"],
         )
+        failing = upstream_pages.c.last_error.is_not(None)
         rows = conn.execute(
-            select(
-                upstream_pages.c.status,
-                upstream_pages.c.last_error.is_not(None).label("failing"),
-                func.count(),
-            ).group_by("status", "failing")
+            select(upstream_pages.c.status, failing, func.count()).group_by(
+                upstream_pages.c.status, failing
+            )
         )
         for status, failing, n in rows:
             pages.add_metric([str(status), "true" if failing else "false"], n)

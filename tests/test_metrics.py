@@ -9,17 +9,21 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert
 
 from index_server import metrics
 from index_server.app import create_app
 from index_server.auth import create_token
 from index_server.config import Settings
+from index_server.db.engine import write_transaction
+from index_server.db.schema import upstream_files, upstream_pages
 from index_server.logging_setup import JsonFormatter, TextFormatter, logging_config
 from index_server.services import Services, build_services
 from tests.conftest import ADMIN_TOKEN, LiveServer, start_server, stop_server
@@ -103,6 +107,37 @@ def test_build_queue_workers_and_durations_come_from_the_database(
     assert value(s, "wheelfarm_files", **built_wheels) == 1
     assert value(s, "wheelfarm_file_bytes", **built_wheels) > 0
     assert value(s, "wheelfarm_upstream_files_cached") == 0
+
+
+def test_upstream_cache_numbers(client: FlaskClient, services: Services) -> None:
+    now = datetime.now(UTC)
+    page = {"files": "[]", "content_hash": "0" * 64, "fetched_at": now, "expires_at": now}
+    ok = {**page, "last_error": None}
+    with write_transaction(services.engine) as conn:
+        conn.execute(
+            insert(upstream_pages),
+            [
+                {"upstream": "u/", "project": "a", "status": 200, **ok},
+                {"upstream": "u/", "project": "b", "status": 200, **page, "last_error": "x"},
+                {"upstream": "u/", "project": "c", "status": 404, **ok},
+            ],
+        )
+        conn.execute(
+            insert(upstream_files).values(
+                sha256="1" * 64,
+                filename="a-1.0.tar.gz",
+                project="a",
+                size=1234,
+                source_url="u/a-1.0.tar.gz",
+                fetched_at=now,
+            )
+        )
+    s = scrape(client)
+    assert value(s, "wheelfarm_upstream_pages_cached", status="200", failing="false") == 1
+    assert value(s, "wheelfarm_upstream_pages_cached", status="200", failing="true") == 1
+    assert value(s, "wheelfarm_upstream_pages_cached", status="404", failing="false") == 1
+    assert value(s, "wheelfarm_upstream_files_cached") == 1
+    assert value(s, "wheelfarm_upstream_file_bytes") == 1234
 
 
 def test_requests_are_counted_by_route_and_status(client: FlaskClient, scenario: Scenario) -> None:
@@ -244,6 +279,8 @@ from pathlib import Path
 from index_server.logging_setup import configure_logging
 from index_server.app import create_app
 from index_server.config import Settings
+from index_server.db.engine import write_transaction
+from index_server.db.schema import upstream_files, upstream_pages
 configure_logging()
 app = create_app(Settings.from_env({{}}, data_dir=Path({str(tmp_path / "d")!r}), upstream_urls=()))
 client = app.test_client()
