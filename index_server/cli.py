@@ -334,16 +334,17 @@ def worker(
     name: str | None,
 ) -> None:
     """Build wheels for the server's queue (talks to the server over HTTP only)."""
-    import logging
     import signal
     import socket
     import threading
 
     from builder.runners import host_mismatches
     from builder.worker import ServerClient, Worker
+    from index_server.logging_setup import configure_logging
+
+    configure_logging()  # one line per event, text or JSON (WHEELFARM_LOG_FORMAT)
     from platforms import PlatformError, iter_platforms, load_platforms
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     known = load_platforms(_settings(ctx).platforms_dir)
     try:
         chosen = list(iter_platforms(platform_names, known))

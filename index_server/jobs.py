@@ -421,6 +421,13 @@ def rebuild(services: Services, job_id: int, actor: str) -> dict[str, Any]:
             "requested_at": _now(),
             "source": "rebuild",
             "finished_at": None,
+            # Nothing of the previous attempt may show on a queued job's page.
+            "lease_expires_at": None,
+            "started_at": None,
+            "build_seconds": None,
+            "waited_seconds": None,
+            "image_id": None,
+            "result": None,
         },
         "rebuild",
         actor,

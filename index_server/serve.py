@@ -9,6 +9,7 @@ from gunicorn.app.base import BaseApplication
 
 from index_server.config import Settings
 from index_server.db.migrate import upgrade
+from index_server.logging_setup import logging_config
 
 
 def default_workers() -> int:
@@ -47,6 +48,7 @@ def serve(
         "graceful_timeout": 20,
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
+        "logconfig_dict": logging_config(gunicorn_access=access_log),
         "errorlog": "-",
         "forwarded_allow_ips": "127.0.0.1",
         "control_socket_disable": True,

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Install the test dependencies into .venv and run the whole suite.
+# Install the test dependencies into .venv and run the whole suite, on SQLite; and again on
+# PostgreSQL when WHEELFARM_TEST_DATABASE_URL names a server (CI sets it; the builder's
+# container tests use no database and run in the first pass only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh
 .venv/bin/pip install -q -e '.[test]'
-exec .venv/bin/python -m pytest -q "$@"
+jobs=$(nproc)
+.venv/bin/python -m pytest -q -n "$jobs" --dist loadfile "$@"
+if [ -n "${WHEELFARM_TEST_DATABASE_URL:-}" ]; then
+  echo "== the suite again, on PostgreSQL"
+  .venv/bin/python -m pytest -q -n "$jobs" --dist loadfile --ignore-glob='tests/test_builder_*' "$@"
+fi

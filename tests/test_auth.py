@@ -242,6 +242,8 @@ def test_read_is_open_by_default(client: FlaskClient, upload_token: str, tmp_pat
     upload_ok(client, wheel, upload_token)
     assert client.get(project_url("demo")).status_code == 200
     assert client.get(f"/files/{sha256_of(wheel)}/{wheel.name}.metadata").status_code == 200
-    # ...but the admin API is never open
-    assert client.get("/api/projects").status_code == 401
+    # Reads of the JSON API follow the same setting; admin-only views never are open.
+    assert client.get("/api/projects").status_code == 200
+    assert client.get("/api/builds").status_code == 200
     assert client.get("/api/events").status_code == 401
+    assert client.get("/api/tokens").status_code == 401

@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import requests
 
+from index_server.metrics import record_upstream_fetch
 from index_server.simple.model import SimpleFile
 from index_server.upstream.parse import UpstreamPageError, parse_project_page
 
@@ -66,19 +67,26 @@ def fetch_project_page(
     try:
         response = session().get(url, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
+        record_upstream_fetch("page", "error")
         raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
     if response.status_code == 304:
+        record_upstream_fetch("page", "not_modified")
         return PageFetch(304, etag=etag, last_modified=last_modified)
     if response.status_code == 404:
+        record_upstream_fetch("page", "not_found")
         return PageFetch(404)
-    if response.status_code != 200:
-        raise UpstreamError(f"{url}: HTTP {response.status_code}")
     try:
+        if response.status_code != 200:
+            raise UpstreamError(f"{url}: HTTP {response.status_code}")
         files = parse_project_page(
             response.content, response.headers.get("Content-Type", "text/html"), response.url
         )
-    except UpstreamPageError as exc:
-        raise UpstreamError(f"{url}: {exc}") from None
+    except (UpstreamError, UpstreamPageError) as exc:
+        record_upstream_fetch("page", "error")
+        raise UpstreamError(
+            str(exc) if isinstance(exc, UpstreamError) else f"{url}: {exc}"
+        ) from None
+    record_upstream_fetch("page", "ok")
     return PageFetch(
         200,
         files=files,
@@ -106,14 +114,19 @@ def download_verified(url: str, expected_sha256: str, out: BinaryIO, timeout: fl
     """Download ``url`` into ``out``; raise DigestMismatch unless its sha256 is expected."""
     digest = hashlib.sha256()
     size = 0
-    with _stream(url, timeout) as response:
-        try:
-            for chunk in response.iter_content(1024 * 1024):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        except requests.RequestException as exc:
-            raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
+    try:
+        with _stream(url, timeout) as response:
+            try:
+                for chunk in response.iter_content(1024 * 1024):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            except requests.RequestException as exc:
+                raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
+    except UpstreamError:
+        record_upstream_fetch("file", "error")
+        raise
+    record_upstream_fetch("file", "ok")
     if digest.hexdigest() != expected_sha256.lower():
         raise DigestMismatch(
             f"{url}: sha256 {digest.hexdigest()} does not match the upstream's "

@@ -8,7 +8,7 @@ from packaging.utils import canonicalize_name
 from index_server import admin, auth, repository
 from index_server.db.engine import read_connection
 from index_server.repository import FileRecord
-from index_server.views.common import fail, require, services
+from index_server.views.common import fail, require, require_read, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -49,14 +49,14 @@ def platforms() -> Response:
 
 @bp.get("/projects")
 def projects() -> Response:
-    require("read")
+    require_read()
     with read_connection(services().engine) as conn:
         return jsonify({"projects": repository.list_projects(conn)})
 
 
 @bp.get("/projects/<name>")
 def project_files(name: str) -> Response:
-    require("read")
+    require_read()
     canonical = canonicalize_name(name)
     with read_connection(services().engine) as conn:
         if repository.project_state(conn, canonical) is None:

@@ -8,7 +8,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder import protocol
 from index_server import jobs
-from index_server.views.common import fail, get_platform, require, services
+from index_server.views.common import fail, get_platform, require, require_read, services
 
 bp = Blueprint("builds_api", __name__, url_prefix="/api")
 
@@ -42,7 +42,7 @@ def _job_call(call, *args):  # type: ignore[no-untyped-def]
 
 @bp.get("/builds")
 def list_builds() -> Response:
-    require("read")
+    require_read()
     state = request.args.get("state")
     if state and state not in STATES:
         fail(400, f"'state' must be one of {', '.join(STATES)}")
@@ -83,7 +83,7 @@ def request_builds() -> Response:
 
 @bp.get("/builds/<int:job_id>")
 def show_build(job_id: int) -> Response:
-    require("read")
+    require_read()
     return _job_call(jobs.get_job, job_id)
 
 
@@ -108,7 +108,7 @@ def skip(job_id: int) -> Response:
 
 @bp.get("/skips")
 def list_skips() -> Response:
-    require("read")
+    require_read()
     return jsonify({"skips": jobs.list_skips(services())})
 
 
@@ -133,7 +133,7 @@ def remove_skip(project: str) -> Response:
 
 @bp.get("/build-settings/<project>")
 def get_settings(project: str) -> Response:
-    require("read")
+    require_read()
     name = canonicalize_name(project)
     return jsonify({"project": name, "settings": jobs.get_project_settings(services(), name)})
 
@@ -152,5 +152,5 @@ def put_settings(project: str) -> Response:
 
 @bp.get("/workers")
 def list_workers() -> Response:
-    require("read")
+    require_read()
     return jsonify({"workers": jobs.list_workers(services())})
