@@ -34,7 +34,15 @@ from packaging.utils import canonicalize_name, parse_sdist_filename
 
 from builder.classify import FailureCategory, classify_log, first_match
 from builder.images import ToolsIndex, ensure_image_with_packages
-from builder.runners import ContainerRunner, Limits, Mount, Network, Runner, RunResult
+from builder.runners import (
+    ContainerRunner,
+    Limits,
+    Mount,
+    Network,
+    OutputSink,
+    Runner,
+    RunResult,
+)
 from builder.wheels import requires_dist, sdist_epoch, top_level_modules
 from platforms import Platform
 
@@ -142,15 +150,27 @@ def build_limits(platform: Platform, settings: BuildSettings) -> tuple[Limits, f
 
 
 class _Log:
-    def __init__(self) -> None:
+    """The build's log: kept whole for the result, and streamed to ``sink`` as it happens."""
+
+    def __init__(self, sink: OutputSink | None = None) -> None:
         self.parts: list[str] = []
+        self.sink = sink
+
+    def begin(self, name: str) -> None:
+        if self.sink:
+            self.sink(f"===== {name}\n")
 
     def step(self, name: str, result: RunResult) -> None:
         status = "timed out" if result.timed_out else f"exit {result.exit_code}"
         self.parts.append(f"===== {name} ({result.duration:.1f} s, {status})\n{result.log}")
+        if self.sink:  # the step's output went to the sink while it ran
+            tail = "" if result.log.endswith("\n") or not result.log else "\n"
+            self.sink(f"{tail}----- {name}: {result.duration:.1f} s, {status}\n")
 
     def note(self, text: str) -> None:
         self.parts.append(f"===== {text}\n")
+        if self.sink:
+            self.sink(f"===== {text}\n")
 
     def text(self) -> str:
         return "\n".join(self.parts)
@@ -168,6 +188,7 @@ def build_wheel(
     image: str | None = None,
     ca_bundle: Path | None = None,
     tools_index: ToolsIndex | None = None,
+    on_output: OutputSink | None = None,
 ) -> BuildResult:
     """Build ``sdist`` for ``platform``; wheels land in ``output_dir``.
 
@@ -180,7 +201,7 @@ def build_wheel(
     settings = settings or BuildSettings()
     started = time.monotonic()
     timings: dict[str, float] = {}
-    log = _Log()
+    log = _Log(on_output)
     sdist = Path(sdist).resolve()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +283,7 @@ def build_wheel(
                 f"{IN_DIR}/{sdist.name}",
             ]
         limits, timeout = build_limits(platform, settings)
+        log.begin("build")
         result = runner.run(
             image,
             command,
@@ -270,6 +292,7 @@ def build_wheel(
             limits=limits,
             network=network,
             timeout=timeout,
+            on_output=on_output,
         )
         timings["build"] = result.duration
         log.step("build", result)
@@ -293,6 +316,7 @@ def build_wheel(
         if platform.manylinux:
             inspect_mounts.append(Mount(repaired, REPAIRED_DIR, read_only=False))
             inspect_command += ["--repair", REPAIRED_DIR]
+        log.begin("inspect")
         result = runner.run(
             image,
             inspect_command,
@@ -301,6 +325,7 @@ def build_wheel(
             limits=CHECK_LIMITS,
             network="none",
             timeout=CHECK_TIMEOUT,
+            on_output=on_output,
         )
         timings["inspect"] = result.duration
         log.step("inspect", result)
@@ -353,6 +378,7 @@ def build_wheel(
             if ca_bundle is not None:
                 check_mounts.append(Mount(Path(ca_bundle), CA_PATH))
                 check_env["PIP_CERT"] = CA_PATH
+            log.begin(f"import {' '.join(names)}")
             result = runner.run(
                 image,
                 [
@@ -369,6 +395,7 @@ def build_wheel(
                 limits=CHECK_LIMITS,
                 network=network if deps else "none",
                 timeout=CHECK_TIMEOUT,
+                on_output=on_output,
             )
             timings["import"] = result.duration
             log.step(f"import {' '.join(names)}", result)

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,8 @@ from platforms import Platform
 Network = Literal["none", "host", "default"]
 BUILD_TOOLS_DIR = "/opt/buildtools"  # where the build image keeps its venv of build tools
 LOG_LIMIT = 4 * 1024 * 1024  # bytes of a step's output kept in RunResult.log (the tail)
+FOLLOW_SECONDS = 0.5  # how often a followed log hands over its new text
+OutputSink = Callable[[str], None]
 
 
 class RunnerError(RuntimeError):
@@ -92,6 +94,7 @@ class Runner(Protocol):
         user: str = "builder",
         workdir: str = "/tmp",
         timeout: float | None = None,
+        on_output: OutputSink | None = None,
     ) -> RunResult: ...
 
 
@@ -105,13 +108,41 @@ def _read_tail(path: Path, limit: int = LOG_LIMIT) -> str:
     return text if size <= limit else "[... log cut ...]\n" + text
 
 
-def _wait(process: subprocess.Popen[bytes], timeout: float | None) -> bool:
-    """Wait for the process; True when it finished in time."""
-    try:
-        process.wait(timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
+def _wait(
+    process: subprocess.Popen[bytes],
+    timeout: float | None,
+    log_path: Path | None = None,
+    on_output: OutputSink | None = None,
+) -> bool:
+    """Wait for the process; True when it finished in time.
+
+    With ``on_output``, the log file's new text is handed over as it grows (every
+    FOLLOW_SECONDS), so a worker can stream a build's log while it runs.
+    """
+    if on_output is None or log_path is None:
+        try:
+            process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with log_path.open("rb") as follower:
+        while True:
+            step = FOLLOW_SECONDS
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
+            try:
+                process.wait(step)
+                finished = True
+            except subprocess.TimeoutExpired:
+                finished = False
+            chunk = follower.read(LOG_LIMIT)
+            if chunk:
+                on_output(chunk.decode("utf-8", errors="replace"))
+            if finished:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
 
 @dataclass
@@ -191,6 +222,7 @@ class ContainerRunner:
         user: str = "builder",
         workdir: str = "/tmp",
         timeout: float | None = None,
+        on_output: OutputSink | None = None,
     ) -> RunResult:
         name = f"{self.name_prefix}-{uuid.uuid4().hex[:12]}"
         args = self.command_line(
@@ -211,7 +243,7 @@ class ContainerRunner:
                 process = subprocess.Popen(
                     args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
                 )
-                finished = _wait(process, timeout)
+                finished = _wait(process, timeout, log_path, on_output)
                 if not finished:
                     self.remove(name)
                     if not _wait(process, 30):
@@ -221,7 +253,10 @@ class ContainerRunner:
             duration = time.monotonic() - start
             text = _read_tail(log_path)
         if not finished:
-            text += f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+            note = f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+            text += note
+            if on_output:
+                on_output(note)
         return RunResult(
             exit_code=process.returncode if finished else None,
             log=text,
@@ -355,6 +390,7 @@ class HostRunner:
         user: str = "builder",
         workdir: str = "/tmp",
         timeout: float | None = None,
+        on_output: OutputSink | None = None,
     ) -> RunResult:
         # image, network and user cannot be honoured on the host: the platform check stands
         # in for the image, and the step runs as the calling user.
@@ -389,7 +425,7 @@ class HostRunner:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-                finished = _wait(process, timeout)
+                finished = _wait(process, timeout, log_path, on_output)
                 if not finished:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
@@ -397,7 +433,10 @@ class HostRunner:
             text = _read_tail(log_path)
             log_path.unlink()
         if not finished:
-            text += f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+            note = f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+            text += note
+            if on_output:
+                on_output(note)
         return RunResult(
             exit_code=process.returncode if finished else None,
             log=text,

@@ -130,6 +130,37 @@ def build_settings(settings: dict[str, Any]) -> BuildSettings:
     )
 
 
+class LogStream:
+    """Sends a build's output to the server as it comes, at most about once a second."""
+
+    def __init__(self, client: ServerClient, job: dict[str, Any], interval: float = 1.0):
+        self.client, self.job, self.interval = client, job, interval
+        self.buffer: list[str] = []
+        self.sent_at = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        with self.lock:
+            self.buffer.append(text)
+            if time.monotonic() - self.sent_at >= self.interval:
+                self._send()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._send()
+
+    def _send(self) -> None:
+        text, self.buffer = "".join(self.buffer), []
+        self.sent_at = time.monotonic()
+        while text:  # the protocol caps one message; a long burst goes in pieces
+            piece, text = text[:500_000], text[500_000:]
+            try:
+                self.client.log(self.job, piece)
+            except ServerError as exc:  # the log is best effort; the result is not
+                log.warning("log upload failed: %s", exc)
+                return
+
+
 @dataclass
 class Heartbeat:
     """Renews the job's lease in the background; notes a lost lease or a cancel."""
@@ -256,14 +287,16 @@ class Worker:
             }
         sdist.chmod(0o644)  # the build runs as another (non-root) user
         self.client.log(job, f"[worker] fetched {filename} (sha256 {sha256}), building\n")
+        stream = LogStream(self.client, job)
         result = self._run_build(
             platform,
             sdist,
             self.client.index_url(job),
             scratch / "out",
             build_settings(job["settings"]),
+            stream,
         )
-        self.client.log(job, result.log + "\n")
+        stream.flush()
         report: dict[str, Any] = {
             "image_id": result.image_id or result.image,
             "build_seconds": round(time.monotonic() - started, 3),
@@ -282,7 +315,13 @@ class Worker:
         return {**report, "outcome": "succeeded", "wheels": [w.name for w in result.wheels]}
 
     def _run_build(
-        self, platform: Platform, sdist: Path, index_url: str, out: Path, settings: BuildSettings
+        self,
+        platform: Platform,
+        sdist: Path,
+        index_url: str,
+        out: Path,
+        settings: BuildSettings,
+        on_output: LogStream,
     ) -> BuildResult:
         if self.runner == "host":
             runner = self._host_runners.get(platform.name)
@@ -298,6 +337,7 @@ class Worker:
                 runner=runner,
                 image="host",
                 ca_bundle=self.ca_bundle,
+                on_output=on_output,
             )
         return build_wheel(
             platform,
@@ -307,4 +347,5 @@ class Worker:
             settings=settings,
             engine=self.runner,
             ca_bundle=self.ca_bundle,
+            on_output=on_output,
         )

@@ -220,7 +220,12 @@ def test_killed_worker_loses_its_job_to_another(farm: Farm) -> None:
     try:
         running = farm.wait(job_id, ("running",), 60)
         assert running["worker"] == "w-doomed"
-        time.sleep(1)  # mid-build
+        # The log streams while the build runs: pip's output arrives before it ends.
+        deadline = time.monotonic() + 30
+        while "Processing /work/in/" not in (live := farm.job(job_id))["log"]:
+            assert time.monotonic() < deadline, live["log"]
+            time.sleep(0.3)
+        assert live["state"] == "running" and "===== build\n" in live["log"]
     finally:
         os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its podman client, at once
         doomed.wait()
