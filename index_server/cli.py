@@ -407,6 +407,21 @@ def demo(ctx: click.Context, port: int, keep_serving: bool, runner: str | None) 
     run_demo(_settings(ctx), port, keep_serving, runner)
 
 
+@main.command("build-settings")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def build_settings_cmd(ctx: click.Context, path: Path) -> None:
+    """Apply per-project build settings from a TOML file (also WHEELFARM_BUILD_SETTINGS_FILE
+    at server start)."""
+    from index_server.build_settings_file import SettingsFileError, apply_settings_file
+
+    try:
+        projects = apply_settings_file(_services(ctx), path)
+    except SettingsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"build settings set for: {', '.join(projects) or 'no project'}")
+
+
 @main.group()
 def platform() -> None:
     """Platforms."""

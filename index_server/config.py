@@ -29,6 +29,7 @@ class Settings:
     upstream_retry_after: int = 30  # after a failure, serve stale this long before retrying
     private_projects: tuple[str, ...] = ()  # names/globs never merged with an upstream
     build_lease_seconds: int = 60  # a worker must heartbeat within this, or lose its job
+    build_settings_file: Path | None = None  # per-project build settings, applied at start
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -64,6 +65,8 @@ class Settings:
         for key, cast in _NUMBERS.items():
             if f"WHEELFARM_{key.upper()}" in env:
                 values[key] = cast(env[f"WHEELFARM_{key.upper()}"])
+        if env.get("WHEELFARM_BUILD_SETTINGS_FILE"):
+            values["build_settings_file"] = Path(env["WHEELFARM_BUILD_SETTINGS_FILE"])
         if "WHEELFARM_PRIVATE_PROJECTS" in env:
             values["private_projects"] = split_list(env["WHEELFARM_PRIVATE_PROJECTS"])
         values.update({k: v for k, v in overrides.items() if v is not None})

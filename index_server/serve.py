@@ -39,6 +39,14 @@ def serve(
 ) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
+    if settings.build_settings_file:
+        from index_server.build_settings_file import apply_settings_file
+        from index_server.services import build_services
+
+        services = build_services(settings, migrate=False)
+        projects = apply_settings_file(services, settings.build_settings_file)
+        services.engine.dispose()
+        print(f"build settings from {settings.build_settings_file}: {', '.join(projects)}")
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
