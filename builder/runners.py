@@ -145,6 +145,27 @@ def _wait(
                 return False
 
 
+def _result(
+    process: subprocess.Popen[bytes],
+    finished: bool,
+    text: str,
+    duration: float,
+    timeout: float | None,
+    on_output: OutputSink | None,
+) -> RunResult:
+    if not finished:
+        note = f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
+        text += note
+        if on_output:
+            on_output(note)
+    return RunResult(
+        exit_code=process.returncode if finished else None,
+        log=text,
+        timed_out=not finished,
+        duration=duration,
+    )
+
+
 @dataclass
 class ContainerRunner:
     """A fresh container per run, removed afterwards, with Podman or Docker (same CLI).
@@ -252,17 +273,7 @@ class ContainerRunner:
                     self.remove(name)  # in case it was still being created at the first try
             duration = time.monotonic() - start
             text = _read_tail(log_path)
-        if not finished:
-            note = f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
-            text += note
-            if on_output:
-                on_output(note)
-        return RunResult(
-            exit_code=process.returncode if finished else None,
-            log=text,
-            timed_out=not finished,
-            duration=duration,
-        )
+        return _result(process, finished, text, duration, timeout, on_output)
 
     def remove(self, name: str) -> None:
         """Kill and remove a container by name; no error when it is already gone."""
@@ -432,17 +443,7 @@ class HostRunner:
             duration = time.monotonic() - start
             text = _read_tail(log_path)
             log_path.unlink()
-        if not finished:
-            note = f"\n[wheelfarm] killed: time limit of {timeout:g} s passed\n"
-            text += note
-            if on_output:
-                on_output(note)
-        return RunResult(
-            exit_code=process.returncode if finished else None,
-            log=text,
-            timed_out=not finished,
-            duration=duration,
-        )
+        return _result(process, finished, text, duration, timeout, on_output)
 
     @contextmanager
     def _scratch(self) -> Iterator[Path]:

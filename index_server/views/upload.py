@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.datastructures import FileStorage
 
 from index_server.distributions import InvalidDistribution
 from index_server.ingest import FileConflict, ingest_file
 from index_server.views.common import fail, get_platform, require, services
+from platforms import Platform
 
 bp = Blueprint("upload", __name__)
 
@@ -36,31 +39,35 @@ def upload(platform: str) -> Response:
     }
     if not any(digests.values()):
         fail(400, "missing digest: send sha256_digest (twine does)")
+    return store_upload(
+        plat,
+        content,
+        filename,
+        actor=who.name,
+        claimed_digests=digests,
+        claimed_name=form.get("name"),
+        claimed_version=form.get("version"),
+    )
+
+
+def store_upload(
+    platform: Platform, content: FileStorage, filename: str, **ingest_options: Any
+) -> Response:
+    """Ingest an uploaded file (twine's, or a worker's wheel): 201 new, 200 already there."""
     svc = services()
     with tempfile.TemporaryDirectory(prefix="upload-", dir=svc.settings.data_dir) as tmp:
         path = Path(tmp) / "upload"
         content.save(path)
         try:
-            result = ingest_file(
-                svc,
-                plat,
-                path,
-                filename,
-                actor=who.name,
-                claimed_digests=digests,
-                claimed_name=form.get("name"),
-                claimed_version=form.get("version"),
-            )
+            result = ingest_file(svc, platform, path, filename, **ingest_options)
         except InvalidDistribution as exc:
             fail(400, str(exc))
         except FileConflict as exc:
             fail(409, str(exc))
-    status = 201 if result.created else 200
-    return jsonify(
-        {
-            "filename": result.file.filename,
-            "sha256": result.file.sha256,
-            "created": result.created,
-            "platform": result.file.platform or None,
-        }
-    ), status
+    body = {
+        "filename": result.file.filename,
+        "sha256": result.file.sha256,
+        "created": result.created,
+        "platform": result.file.platform or None,
+    }
+    return jsonify(body), 201 if result.created else 200  # type: ignore[return-value]

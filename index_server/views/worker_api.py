@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request
 
 from builder import protocol
 from index_server import jobs
-from index_server.distributions import InvalidDistribution
-from index_server.ingest import FileConflict, ingest_file
 from index_server.views.common import fail, require, services
+from index_server.views.upload import store_upload
 
 bp = Blueprint("worker_api", __name__, url_prefix="/api/worker")
 
@@ -81,29 +79,16 @@ def upload_wheel(job_id: int) -> Response:
         fail(400, "missing or invalid 'content' file field")
     if not content.filename.endswith(".whl"):
         fail(400, "a build uploads wheels only")
-    platform = svc.platforms[job["platform"]]
-    with tempfile.TemporaryDirectory(prefix="wheel-", dir=svc.settings.data_dir) as tmp:
-        path = Path(tmp) / "wheel"
-        content.save(path)
-        try:
-            result = ingest_file(
-                svc,
-                platform,
-                path,
-                content.filename,
-                actor=f"{who.name} ({job['worker']}, job {job_id})",
-                claimed_digests={"sha256": request.form.get("sha256_digest", "")},
-                claimed_name=job["project"],
-                claimed_version=job["version"],
-                origin="build",
-            )
-        except InvalidDistribution as exc:
-            fail(400, str(exc))
-        except FileConflict as exc:
-            fail(409, str(exc))
-    return jsonify(
-        {"filename": result.file.filename, "sha256": result.file.sha256, "created": result.created}
-    ), (201 if result.created else 200)
+    return store_upload(
+        svc.platforms[job["platform"]],
+        content,
+        content.filename,
+        actor=f"{who.name} ({job['worker']}, job {job_id})",
+        claimed_digests={"sha256": request.form.get("sha256_digest", "")},
+        claimed_name=job["project"],
+        claimed_version=job["version"],
+        origin="build",
+    )
 
 
 @bp.post("/jobs/<int:job_id>/finish")
