@@ -116,6 +116,7 @@ class Server:
     workers: int
     threads: int
     worker_pids: list[int] = field(default_factory=list)
+    warmed: set[object] = field(default_factory=set)  # path sets already warmed up
 
 
 # ---------------------------------------------------------------------------------------
@@ -449,12 +450,35 @@ def build_cases(
     return cases
 
 
+def warm_up(server: Server, case: Case, args: argparse.Namespace, scripts: Path) -> None:
+    """Request every path in turn until every worker has most likely cached every page.
+
+    Pages are cached per worker, and which worker answers is about a coin toss: after k
+    passes a page is missing from a worker with chance about (1 - 1/workers)^k, so
+    5 x workers passes (at most a minute) leave next to none.
+    The first warm-up of a set of paths on a server does that; later ones run --warmup s.
+    """
+    key = (tuple(sorted(case.headers.items())), len(case.paths), case.paths[0])
+    wanted = 5 * server.workers * len(case.paths) if key not in server.warmed else 0
+    # A new connection per request: a kept-alive one sticks to one worker, and wrk's few
+    # connections can be spread unevenly; fresh ones go to whichever worker accepts first.
+    headers = {**case.headers, "Connection": "close"}
+    script = write_script(
+        scripts / f"{case.name}-warmup.lua", case.paths, headers, case.etags, True
+    )
+    done = 0
+    deadline = time.monotonic() + 60
+    while True:
+        result, _ = run_wrk(server.url, script, args.warmup, args.connections, args.wrk_threads)
+        done += result.requests
+        if done >= wanted or time.monotonic() > deadline:
+            break
+    server.warmed.add(key)
+
+
 def run_case(server: Server, case: Case, args: argparse.Namespace, scripts: Path) -> CaseResult:
     if args.warmup > 0:
-        warm = write_script(
-            scripts / f"{case.name}-warmup.lua", case.paths, case.headers, case.etags, True
-        )
-        run_wrk(server.url, warm, args.warmup, args.connections, args.wrk_threads)
+        warm_up(server, case, args, scripts)
     script = write_script(scripts / f"{case.name}.lua", case.paths, case.headers, case.etags)
     runs = []
     for _ in range(max(1, args.repeat)):
@@ -628,8 +652,7 @@ def pyspy_profile(
     server = start_server(data_dir, workers, threads, work)
     try:
         case = build_cases(server, fill, ["project-json-random"], not args.no_gzip)[0]
-        warm = write_script(work / "pyspy-warmup.lua", case.paths, case.headers, None, True)
-        run_wrk(server.url, warm, args.warmup or 3, args.connections, args.wrk_threads)
+        warm_up(server, case, args, work)
         raw = work / f"pyspy{'-gil' if gil else ''}.txt"
         spy = subprocess.Popen(
             [
