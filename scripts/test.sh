@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/venv.sh
 .venv/bin/pip install -q -e '.[test]'
 jobs=$(nproc)
-.venv/bin/python -m pytest -q -n "$jobs" --dist loadfile "$@"
+# The first pass is on SQLite: the PostgreSQL URL is for the second one only.
+WHEELFARM_TEST_DATABASE_URL= .venv/bin/python -m pytest -q -n "$jobs" --dist loadfile "$@"
 if [ -n "${WHEELFARM_TEST_DATABASE_URL:-}" ]; then
   echo "== the suite again, on PostgreSQL"
   .venv/bin/python -m pytest -q -n "$jobs" --dist loadfile --ignore-glob='tests/test_builder_*' "$@"
