@@ -237,6 +237,10 @@ def build_wheel(
         work = Path(tmp)
         out = work / "out"
         repaired = work / "repaired"
+        # A copy in the work folder: a worker in a container talks to the host's Docker
+        # daemon, which can mount only what is on the host (the work folder is shared).
+        inspect_script = work / "inspect_wheel.py"
+        shutil.copyfile(INSPECT_SCRIPT, inspect_script)
         for folder in (out, repaired):
             folder.mkdir()
             folder.chmod(0o777)  # written by the container's builder user; `work` stays 0700
@@ -309,7 +313,7 @@ def build_wheel(
 
         # 2. inspect (and repair)
         inspect_mounts = [
-            Mount(INSPECT_SCRIPT, INSPECT_PATH),
+            Mount(inspect_script, INSPECT_PATH),
             Mount(out, OUT_DIR),
         ]
         inspect_command = [TOOLS_PYTHON, INSPECT_PATH, f"{OUT_DIR}/{wheel.name}"]

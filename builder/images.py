@@ -61,11 +61,13 @@ class ToolsIndex:
     trusted_host: str = ""
     build_tools: str = ""  # requirement specifiers; "" keeps the Dockerfile's default
 
-    def resolved(self) -> ToolsIndex:
+    def resolved(self, engine: str = "podman") -> ToolsIndex:
         url = self.url or os.environ.get("WHEELFARM_TOOLS_INDEX_URL", DEFAULT_TOOLS_INDEX)
         bundle = self.ca_bundle
-        if bundle is None and url.startswith("https:") and HOST_CA_BUNDLE.exists():
-            bundle = HOST_CA_BUNDLE
+        # Only `podman build` can mount the host's bundle; with docker the base image's own
+        # CA store must do (it does for public indexes).
+        if bundle is None and engine == "podman" and url.startswith("https:"):
+            bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.exists() else None
         return ToolsIndex(url, bundle, self.trusted_host, self.build_tools)
 
 
@@ -131,7 +133,7 @@ def build_image(
     The platform's ``base_image`` comes in as ``BASE_IMAGE``, its ``system_packages`` as
     ``SYSTEM_PACKAGES``; pip reaches ``tools_index`` through the host network.
     """
-    index = (tools_index or ToolsIndex()).resolved()
+    index = (tools_index or ToolsIndex()).resolved(engine)
     name = tag or image_name(platform)
     args = {
         "BASE_IMAGE": platform.base_image,

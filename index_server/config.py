@@ -30,6 +30,7 @@ class Settings:
     private_projects: tuple[str, ...] = ()  # names/globs never merged with an upstream
     build_lease_seconds: int = 60  # a worker must heartbeat within this, or lose its job
     build_settings_file: Path | None = None  # per-project build settings, applied at start
+    secret_key: str | None = None  # console sessions; share it between nodes (else per data dir)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -65,6 +66,8 @@ class Settings:
         for key, cast in _NUMBERS.items():
             if f"WHEELFARM_{key.upper()}" in env:
                 values[key] = cast(env[f"WHEELFARM_{key.upper()}"])
+        if env.get("WHEELFARM_SECRET_KEY"):
+            values["secret_key"] = env["WHEELFARM_SECRET_KEY"]
         if env.get("WHEELFARM_BUILD_SETTINGS_FILE"):
             values["build_settings_file"] = Path(env["WHEELFARM_BUILD_SETTINGS_FILE"])
         if "WHEELFARM_PRIVATE_PROJECTS" in env:

@@ -25,6 +25,9 @@ from tests.conftest import ADMIN_TOKEN, TEST_POSTGRES_URL, LiveServer, start_ser
 from tests.factory import make_wheel
 from tests.s3_helpers import AWS_ENV, MotoServer, start_moto, stop_moto
 
+# Behind a load balancer the nodes share the console's session key (WHEELFARM_SECRET_KEY).
+CLUSTER_SECRET_KEY = "scale-out-test-session-key-0123456789abcdef"
+
 PLATFORM = "debian-12-py3.11-x86_64"
 PEP691 = "application/vnd.pypi.simple.v1+json"
 # The PostgreSQL server .ci/setup.d/40-postgres.sh starts, for runs without
@@ -96,6 +99,7 @@ def open_cluster(directory: Path, database_url: str, count: int = 2) -> Iterator
                 directory / f"server-{name}.log",
                 WHEELFARM_DATABASE_URL=database_url,
                 WHEELFARM_STORAGE_URL=storage,
+                WHEELFARM_SECRET_KEY=CLUSTER_SECRET_KEY,  # console sessions valid on every node
                 **AWS_ENV,
             )
             stack.callback(stop_server, server)

@@ -67,7 +67,8 @@ def load_secret_key(data_dir: Path) -> bytes:
 
 
 def configure(app: Flask, services: Services) -> None:
-    app.secret_key = load_secret_key(services.settings.data_dir)
+    shared = services.settings.secret_key
+    app.secret_key = shared.encode() if shared else load_secret_key(services.settings.data_dir)
     app.config.update(
         SESSION_COOKIE_NAME="wheelfarm_console",
         SESSION_COOKIE_HTTPONLY=True,

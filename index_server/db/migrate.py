@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x77686C66  # "whlf": the advisory lock key for migrations
 
 
 def alembic_config(database_url: str) -> Config:
@@ -19,7 +20,22 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    """Migrate; servers starting together on PostgreSQL take turns (an advisory lock)."""
+    if not database_url.startswith("postgresql"):
+        command.upgrade(alembic_config(database_url), revision)
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                command.upgrade(alembic_config(database_url), revision)
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
 
 
 def current_revision(database_url: str) -> str | None:
