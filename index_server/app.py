@@ -9,13 +9,14 @@ from index_server import console, metrics
 from index_server.config import Settings
 from index_server.services import Services, build_services
 from index_server.views import api, builds_api, files, simple, upload, worker_api
-from index_server.views.common import error_response
+from index_server.views.common import IdConverter, error_response, refuse_nul
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     if services is None:
         services = build_services(settings or Settings.from_env())
     app = Flask(__name__)
+    app.url_map.converters["int"] = IdConverter  # ids beyond the database's integers: 404
     app.extensions["wheelfarm"] = services
     # Checked by werkzeug before the body is read; larger uploads get a 413.
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_upload_bytes
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for blueprint in (api.bp, builds_api.bp, worker_api.bp, upload.bp, files.bp, simple.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, error_response)
+    app.before_request(refuse_nul)
     console.init_app(app, services)
     metrics.init_app(app, services)
 

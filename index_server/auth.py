@@ -82,7 +82,8 @@ def list_tokens(engine: Engine) -> list[dict[str, object]]:
             "name": r["name"],
             "scope": r["scope"],
             "prefix": r["prefix"],
-            "created_at": r["created_at"].isoformat() if r["created_at"] else None,
+            # SQLite gives naive datetimes back: they are UTC, and say so like every other time.
+            "created_at": r["created_at"].replace(tzinfo=r["created_at"].tzinfo or UTC).isoformat(),
             "revoked": r["revoked_at"] is not None,
         }
         for r in rows

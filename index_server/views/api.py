@@ -7,8 +7,9 @@ from packaging.utils import canonicalize_name
 
 from index_server import admin, auth, repository
 from index_server.db.engine import read_connection
+from index_server.openapi import openapi_document
 from index_server.repository import FileRecord
-from index_server.views.common import fail, require, require_read, services
+from index_server.views.common import fail, has_nul, require, require_read, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -39,7 +40,14 @@ def _json_body() -> dict[str, object]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         fail(400, "request body must be a JSON object")
+    if has_nul(body):
+        fail(400, "NUL characters are not allowed")
     return body
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document(services().platforms))
 
 
 @bp.get("/platforms")
@@ -108,8 +116,8 @@ def create_token() -> Response:
     scope, name = body.get("scope"), body.get("name", "api")
     if scope not in auth.SCOPES:
         fail(400, f"'scope' must be one of {', '.join(auth.SCOPES)}")
-    if not isinstance(name, str) or not name:
-        fail(400, "'name' must be a non-empty string")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        fail(400, "'name' must be a non-empty string of at most 200 characters")
     token_id, secret = auth.create_token(services().engine, name, str(scope))
     return jsonify({"id": token_id, "name": name, "scope": scope, "token": secret}), 201
 

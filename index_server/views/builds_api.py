@@ -8,7 +8,7 @@ from packaging.version import InvalidVersion, Version
 
 from builder import protocol
 from index_server import jobs
-from index_server.views.common import fail, get_platform, require, require_read, services
+from index_server.views.common import fail, get_platform, has_nul, require, require_read, services
 
 bp = Blueprint("builds_api", __name__, url_prefix="/api")
 
@@ -19,6 +19,8 @@ def _body() -> dict:  # type: ignore[type-arg]
     body = request.get_json(silent=True) if request.data else {}
     if not isinstance(body, dict):
         fail(400, "request body must be a JSON object")
+    if has_nul(body):
+        fail(400, "NUL characters are not allowed")
     return body
 
 
@@ -29,6 +31,20 @@ def _text(body: dict, key: str, required: bool = True) -> str:  # type: ignore[t
     if not isinstance(value, str) or not value.strip():
         fail(400, f"'{key}' must be a non-empty string")
     return value.strip()
+
+
+def _project(name: str) -> str:
+    """The canonical name, which must fit the database's project columns."""
+    canonical = canonicalize_name(name)
+    if len(canonical) > 200:
+        fail(400, "a project name has at most 200 characters")
+    return canonical
+
+
+def _version(version: str) -> str:
+    if len(version) > 100:
+        fail(400, "a version has at most 100 characters")
+    return version
 
 
 def _job_call(call, *args):  # type: ignore[no-untyped-def]
@@ -54,6 +70,8 @@ def list_builds() -> Response:
         limit = min(int(request.args.get("limit", "100")), 1000)
     except ValueError:
         fail(400, "'limit' must be a number")
+    if limit < 0:
+        fail(400, "'limit' must not be negative")
     found = jobs.list_jobs(
         services(), state, platform, canonicalize_name(project) if project else None, limit
     )
@@ -65,9 +83,9 @@ def request_builds() -> Response:
     """Queue a build of (project, version) for one or more platforms."""
     who = require("upload")
     body = _body()
-    project = canonicalize_name(_text(body, "project"))
+    project = _project(_text(body, "project"))
     try:
-        version = str(Version(_text(body, "version")))
+        version = _version(str(Version(_text(body, "version"))))
     except InvalidVersion:
         fail(400, "'version' is not a valid PEP 440 version")
     names = body.get("platforms")
@@ -116,8 +134,8 @@ def list_skips() -> Response:
 def add_skip() -> Response:
     who = require("admin")
     body = _body()
-    project = canonicalize_name(_text(body, "project"))
-    version = _text(body, "version", required=False)
+    project = _project(_text(body, "project"))
+    version = _version(_text(body, "version", required=False))
     jobs.add_skip(services(), project, version, _text(body, "reason"), who.name)
     return jsonify({"project": project, "version": version or None}), 201
 
@@ -126,6 +144,8 @@ def add_skip() -> Response:
 def remove_skip(project: str) -> Response:
     who = require("admin")
     version = request.args.get("version", "")
+    if len(canonicalize_name(project)) > 200 or len(version) > 100:
+        fail(404, "not on the skip list")
     if not jobs.remove_skip(services(), canonicalize_name(project), version, who.name):
         fail(404, "not on the skip list")
     return jsonify({"removed": canonicalize_name(project), "version": version or None})
@@ -145,7 +165,7 @@ def put_settings(project: str) -> Response:
         settings = protocol.validate(_body(), protocol.BUILD_SETTINGS)
     except protocol.ProtocolError as exc:
         fail(400, f"invalid build settings: {exc}")
-    name = canonicalize_name(project)
+    name = _project(project)
     jobs.set_project_settings(services(), name, settings, who.name)
     return jsonify({"project": name, "settings": settings})
 

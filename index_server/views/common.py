@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from flask import Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from index_server.auth import Identity, authenticate
 from index_server.services import Services
@@ -21,6 +22,31 @@ class HTTPError(HTTPException):
         super().__init__(description=message)
         self.code = status
         self.extra_headers = headers or {}
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` for database ids (32-bit): a larger number matches no route, a 404."""
+
+    def __init__(self, url_map, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
+
+
+def has_nul(value: object) -> bool:
+    """Whether a NUL character is anywhere in this (JSON) value: PostgreSQL text cannot hold it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def refuse_nul() -> None:
+    """Before every request: NUL in the path or the query is a 400, never a database error."""
+    if has_nul(request.path) or has_nul(list(request.args.items(multi=True))):
+        fail(400, "NUL characters are not allowed")
 
 
 def fail(status: int, message: str, headers: dict[str, str] | None = None) -> NoReturn:

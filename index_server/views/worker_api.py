@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -14,9 +15,20 @@ from index_server.views.upload import store_upload
 bp = Blueprint("worker_api", __name__, url_prefix="/api/worker")
 
 
+def _without_nul(value: Any) -> Any:
+    """Worker messages carry build output: a NUL (which PostgreSQL cannot store) becomes U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _message(schema: dict) -> dict:  # type: ignore[type-arg]
     try:
-        return protocol.validate(request.get_json(silent=True), schema)
+        return protocol.validate(_without_nul(request.get_json(silent=True)), schema)
     except protocol.ProtocolError as exc:
         fail(400, f"invalid message: {exc}")
 
