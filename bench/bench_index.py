@@ -455,7 +455,7 @@ def warm_up(server: Server, case: Case, args: argparse.Namespace, scripts: Path)
 
     Pages are cached per worker, and which worker answers is about a coin toss: after k
     passes a page is missing from a worker with chance about (1 - 1/workers)^k, so
-    5 x workers passes (at most a minute) leave next to none.
+    5 x workers passes (at most two minutes) leave next to none.
     The first warm-up of a set of paths on a server does that; later ones run --warmup s.
     """
     key = (tuple(sorted(case.headers.items())), len(case.paths), case.paths[0])
@@ -467,11 +467,18 @@ def warm_up(server: Server, case: Case, args: argparse.Namespace, scripts: Path)
         scripts / f"{case.name}-warmup.lua", case.paths, headers, case.etags, True
     )
     done = 0
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         result, _ = run_wrk(server.url, script, args.warmup, args.connections, args.wrk_threads)
         done += result.requests
-        if done >= wanted or time.monotonic() > deadline:
+        if done >= wanted:
+            break
+        if time.monotonic() > deadline:
+            print(
+                f"  (warm-up cut short: {done} of {wanted} requests in 2 minutes; some pages"
+                " may still be rendered during the measurement)",
+                flush=True,
+            )
             break
     server.warmed.add(key)
 
