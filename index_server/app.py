@@ -9,7 +9,7 @@ from index_server import console, metrics
 from index_server.config import Settings
 from index_server.services import Services, build_services
 from index_server.views import api, builds_api, files, simple, upload, worker_api
-from index_server.views.common import IdConverter, error_response, refuse_nul
+from index_server.views.common import IdConverter, error_response, refuse_nul, require_read
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.get("/")
     def home() -> Response:
+        require_read()
         names = sorted(services.platforms)
         if "application/json" in request.headers.get("Accept", ""):
             return jsonify({"platforms": names})

@@ -6,9 +6,11 @@ reason for anything a client must fix.
 
 from __future__ import annotations
 
+import lzma
 import re
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,13 @@ from platforms import is_pure
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 MAX_ARCHIVE_MEMBERS = 200_000
+# zipfile keeps ~270 bytes in memory per central directory entry (at least 46 bytes in the
+# file): refuse a larger directory before it is read, whatever member count it claims.
+MAX_ZIP_DIRECTORY_BYTES = 160 * MAX_ARCHIVE_MEMBERS
+# A .tar.gz must be decompressed up to PKG-INFO: at most this many bytes, or this many times
+# the file's size, whichever is more (a gzip bomb inflates ~1000 times).
+MIN_TAR_SCAN_BYTES = 256 * 1024 * 1024
+TAR_SCAN_RATIO = 16
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!\-]*$")
 
 
@@ -111,6 +120,16 @@ def _read_zip_sdist_metadata(path: Path) -> bytes:
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
     try:
+        with path.open("rb") as fh:
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+    except OSError:
+        end = None
+    if end and (
+        end[zipfile._ECD_ENTRIES_TOTAL] > MAX_ARCHIVE_MEMBERS  # type: ignore[attr-defined]
+        or end[zipfile._ECD_SIZE] > MAX_ZIP_DIRECTORY_BYTES  # type: ignore[attr-defined]
+    ):
+        raise InvalidDistribution(f"archive has more than {MAX_ARCHIVE_MEMBERS} members")
+    try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InvalidDistribution(f"not a valid zip archive: {exc}") from None
@@ -127,7 +146,16 @@ def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
     try:
         with archive.open(info) as member:
             data = member.read(MAX_METADATA_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+        RuntimeError,  # an encrypted member
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:
         raise InvalidDistribution(f"cannot read {name}: {exc}") from None
     if len(data) > MAX_METADATA_BYTES:
         raise InvalidDistribution(f"{name} is larger than {MAX_METADATA_BYTES} bytes")
@@ -135,12 +163,17 @@ def _read_zip_member(archive: zipfile.ZipFile, name: str) -> bytes:
 
 
 def _read_tar_sdist_metadata(path: Path) -> bytes:
+    scan_limit = max(MIN_TAR_SCAN_BYTES, TAR_SCAN_RATIO * path.stat().st_size)
     try:
         with tarfile.open(path, mode="r:gz") as archive:
             for count, member in enumerate(archive):
                 if count >= MAX_ARCHIVE_MEMBERS:
                     raise InvalidDistribution(
                         f"archive has more than {MAX_ARCHIVE_MEMBERS} members"
+                    )
+                if member.offset_data + max(member.size, 0) > scan_limit:
+                    raise InvalidDistribution(
+                        f"no PKG-INFO in the first {scan_limit} bytes of the unpacked archive"
                     )
                 if not re.fullmatch(r"[^/]+/PKG-INFO", member.name):
                     continue
@@ -152,7 +185,7 @@ def _read_tar_sdist_metadata(path: Path) -> bytes:
                 if fh is None:
                     break
                 return fh.read(MAX_METADATA_BYTES + 1)
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise InvalidDistribution(f"not a valid .tar.gz archive: {exc}") from None
     raise InvalidDistribution("sdist must contain a top-level PKG-INFO")
 

@@ -239,7 +239,7 @@ def _leased(conn: Connection, job_id: int, lease: str) -> dict[str, Any]:
     if (
         row["state"] != "running"
         or not row["lease"]
-        or not secrets.compare_digest(row["lease"], lease)
+        or not secrets.compare_digest(row["lease"].encode(), lease.encode())
         or (expires is not None and expires < _now())
     ):
         raise LeaseLost(f"job {job_id}: this lease is no longer valid (state {row['state']})")
@@ -264,7 +264,7 @@ def heartbeat(services: Services, job_id: int, lease: str) -> bool:
             row
             and row.state == "cancelled"
             and row.lease
-            and secrets.compare_digest(row.lease, lease)
+            and secrets.compare_digest(row.lease.encode(), lease.encode())
         ):
             return True
         job = _leased(conn, job_id, lease)

@@ -11,6 +11,10 @@ from index_server.config import Settings
 from index_server.db.migrate import upgrade
 from index_server.logging_setup import logging_config
 
+# gunicorn's default access line without ``%(u)s``, the basic-auth user name: pip sends
+# the token itself as the user name when the index URL has no password (https://TOKEN@host/).
+ACCESS_LOG_FORMAT = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
 
 def default_workers() -> int:
     return max(2, os.cpu_count() or 1)
@@ -56,6 +60,7 @@ def serve(
         "graceful_timeout": 20,
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
+        "access_log_format": ACCESS_LOG_FORMAT,
         "logconfig_dict": logging_config(gunicorn_access=access_log),
         "errorlog": "-",
         "forwarded_allow_ips": "127.0.0.1",

@@ -6,6 +6,7 @@ it: hashes, requires-python, yanked and its reason, core-metadata, size, upload-
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from html.parser import HTMLParser
@@ -90,13 +91,19 @@ def parse_html_page(html: str, page_url: str) -> list[SimpleFile]:
     parser = _AnchorParser()
     parser.feed(html)
     parser.close()
-    base = urljoin(page_url, parser.base) if parser.base else page_url
+    base = page_url
+    if parser.base:
+        with contextlib.suppress(ValueError):  # e.g. an invalid IPv6 host: keep the page URL
+            base = urljoin(page_url, parser.base)
     found = []
     for attrs, text in parser.anchors:
         href = attrs.get("href")
         if not href:
             continue
-        url, fragment = urldefrag(urljoin(base, href))
+        try:
+            url, fragment = urldefrag(urljoin(base, href))
+        except ValueError:  # not a URL at all: nothing a client could download
+            continue
         filename = "".join(text).strip() or url.rsplit("/", 1)[-1]
         hashes = {}
         if "=" in fragment:

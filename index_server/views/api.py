@@ -52,6 +52,7 @@ def openapi() -> Response:
 
 @bp.get("/platforms")
 def platforms() -> Response:
+    require_read()
     return jsonify({"platforms": [p.to_json() for p in services().platforms.values()]})
 
 

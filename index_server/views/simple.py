@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Blueprint, Response, redirect, request
 from packaging.utils import canonicalize_name
 
@@ -31,6 +33,7 @@ def _content_type() -> str:
 
 
 def _redirect(location: str) -> Response:
+    location = quote(location, safe="/")  # a name may hold any character, even a newline
     if request.query_string:
         location += "?" + request.query_string.decode("latin-1")
     return redirect(location, code=301)
@@ -38,6 +41,7 @@ def _redirect(location: str) -> Response:
 
 @bp.get("/<platform>/simple")
 def root_without_slash(platform: str) -> Response:
+    require_read()
     get_platform(platform)
     return _redirect(f"/{platform}/simple/")
 
@@ -63,6 +67,7 @@ def project_list(platform: str) -> Response:
 
 @bp.get("/<platform>/simple/<project>")
 def project_without_slash(platform: str, project: str) -> Response:
+    require_read()
     get_platform(platform)
     return _redirect(f"/{platform}/simple/{canonicalize_name(project)}/")
 
