@@ -381,7 +381,14 @@ def init_app(app: Flask, services: Services) -> None:
         if started is not None:
             elapsed = time.perf_counter() - started
             HTTP_DURATION.labels(route).observe(elapsed)
-            request_log.info(
+            # One line per request at DEBUG; errors and slow requests at INFO (the
+            # default level), so a busy index does not spend its CPU on its log.
+            level = logging.INFO if response.status_code >= 500 or elapsed > 1 else logging.DEBUG
+            if not request_log.isEnabledFor(level):
+                sync_page_cache()
+                return response
+            request_log.log(
+                level,
                 "%s %s %s",
                 request.method,
                 request.path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from index_server.db.schema import (
     ALL_PLATFORMS,
@@ -94,16 +94,17 @@ def next_serial(conn: Connection) -> int:
     ).scalar_one()
 
 
+PROJECT_STATE = select(
+    projects.c.id,
+    projects.c.name,
+    projects.c.display_name,
+    projects.c.serial,
+    projects.c.hosted,
+).where(projects.c.name == bindparam("name"))
+
+
 def project_state(conn: Connection, name: str) -> ProjectState | None:
-    row = conn.execute(
-        select(
-            projects.c.id,
-            projects.c.name,
-            projects.c.display_name,
-            projects.c.serial,
-            projects.c.hosted,
-        ).where(projects.c.name == name)
-    ).first()
+    row = conn.execute(PROJECT_STATE, {"name": name}).first()
     return ProjectState(*row) if row else None
 
 

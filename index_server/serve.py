@@ -32,7 +32,11 @@ class WheelfarmServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from index_server.app import create_app
+        from index_server.logging_setup import configure_logging
         from index_server.services import build_services
+
+        if "logconfig_dict" not in self.options:
+            configure_logging()  # our format for this worker's own loggers
 
         # Each worker opens its own database engine after the fork.
         return create_app(services=build_services(self.settings, migrate=False))
@@ -61,9 +65,11 @@ def serve(
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
-        "logconfig_dict": logging_config(gunicorn_access=access_log),
         "errorlog": "-",
         "forwarded_allow_ips": "127.0.0.1",
         "control_socket_disable": True,
     }
+    if access_log:
+        # With a logconfig, gunicorn formats an access line for every request: only then.
+        options["logconfig_dict"] = logging_config(gunicorn_access=True)
     WheelfarmServer(settings, options).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -13,6 +14,9 @@ from index_server.simple.cache import PageCache
 from platforms import Platform, load_platforms
 from storage import BlobStorage, open_storage
 
+if TYPE_CHECKING:
+    from index_server.repository import ProjectState
+
 
 @dataclass
 class Services:
@@ -21,6 +25,26 @@ class Services:
     storage: BlobStorage
     platforms: dict[str, Platform]
     pages: PageCache = field(default_factory=PageCache)
+    hot: HotQueries = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hot = HotQueries(self.engine)
+
+
+class HotQueries:
+    """The lookups every page request makes, compiled once for this engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        from index_server.db.hot import HotQuery
+        from index_server.repository import PROJECT_STATE
+
+        self._project_state = HotQuery(engine, PROJECT_STATE)
+
+    def project_state(self, name: str) -> ProjectState | None:
+        from index_server.repository import ProjectState
+
+        row = self._project_state.first(name=name)
+        return ProjectState(*row) if row else None
 
 
 def build_services(settings: Settings, migrate: bool = True) -> Services:

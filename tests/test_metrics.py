@@ -272,7 +272,8 @@ def test_text_format_and_bad_settings() -> None:
 
 
 def test_the_app_logs_each_request_as_json(tmp_path: Path) -> None:
-    """In a fresh process configured by WHEELFARM_LOG_FORMAT=json, as the server would be."""
+    """In a fresh process configured by WHEELFARM_LOG_FORMAT=json, as the server would be;
+    a line per request at DEBUG (at the default INFO level only errors and slow requests)."""
     program = f"""
 import logging
 from pathlib import Path
@@ -289,7 +290,11 @@ client.get("/console/builds/12345")
 """
     done = subprocess.run(
         [sys.executable, "-c", program],
-        env={"WHEELFARM_LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"},
+        env={
+            "WHEELFARM_LOG_FORMAT": "json",
+            "WHEELFARM_LOG_LEVEL": "DEBUG",
+            "PATH": "/usr/bin:/bin",
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,7 +23,8 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, current_app, g, session
+from flask import Flask, Request, current_app, g, session
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import select
 
 from index_server import repository
@@ -66,7 +67,18 @@ def load_secret_key(data_dir: Path) -> bytes:
     return key
 
 
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Sessions for the console only: index pages, files and the API never need one, and
+    opening a signed cookie on each of their requests costs the hot path dearly."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if not request.path.startswith("/console"):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def configure(app: Flask, services: Services) -> None:
+    app.session_interface = ConsoleSessions()
     shared = services.settings.secret_key
     app.secret_key = shared.encode() if shared else load_secret_key(services.settings.data_dir)
     app.config.update(

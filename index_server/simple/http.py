@@ -10,7 +10,7 @@ CHARSET_TYPES = ("text/html",)
 
 
 def page_response(request: Request, page: RenderedPage, max_age: int) -> Response:
-    use_gzip = page.gzipped is not None and "gzip" in request.accept_encodings
+    use_gzip = page.gzipped is not None and accepts_gzip(request.headers.get("Accept-Encoding"))
     etag = page.gzip_etag if use_gzip else page.etag
     headers = {
         "ETag": etag,
@@ -27,6 +27,18 @@ def page_response(request: Request, page: RenderedPage, max_age: int) -> Respons
     if use_gzip:
         response.headers["Content-Encoding"] = "gzip"
     return response
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether gzip is acceptable; parsed fully only when a q-value could refuse it."""
+    if not accept_encoding or "gzip" not in accept_encoding:
+        return False
+    if "q=" not in accept_encoding:
+        return True
+    from werkzeug.datastructures import Accept
+    from werkzeug.http import parse_accept_header
+
+    return parse_accept_header(accept_encoding, Accept)["gzip"] > 0
 
 
 def _matches(if_none_match: str | None, page: RenderedPage) -> bool:

@@ -1,8 +1,8 @@
 """A platform's project page: local files merged with upstream pages, rendered and cached.
 
-The cache key holds everything the page is made from — the project's serial, whether it
-is private, and each upstream page's content hash — so a page is rendered once per change
-and a cached page costs one small query for local state plus one for upstream state.
+The cache key holds everything the page is made from — the project's serial and each
+upstream page's content hash — so a page is rendered once per change, and a cached page
+costs one indexed lookup (plus one for upstream state when the project is not private).
 """
 
 from __future__ import annotations
@@ -54,12 +54,11 @@ def is_private(services: Services, project: str, state: ProjectState | None) -> 
 def project_page(
     services: Services, platform: Platform, project: str, content_type: str, force: bool = False
 ) -> ProjectPageResult:
-    with read_connection(services.engine) as conn:
-        state = repository.project_state(conn, project)
-        private = is_private(services, project, state)
-        states = {} if private else upstream_pages.read_states(conn, project)
+    state = services.hot.project_state(project)
     view = upstream_pages.UpstreamView()
-    if not private and services.settings.upstream_urls:
+    if services.settings.upstream_urls and not is_private(services, project, state):
+        with read_connection(services.engine) as conn:
+            states = upstream_pages.read_states(conn, project)
         view = upstream_pages.upstream_view(services, project, states, force=force)
     if state is None and not view.found:
         if view.unavailable and not view.pages:
@@ -70,7 +69,7 @@ def project_page(
         raise ProjectNotFound(f"project {project!r} not found on {platform.name}")
 
     serial = state.serial if state else 0
-    key = ("project", platform.name, project, content_type, serial, private, view.cache_key())
+    key = ("project", platform.name, project, content_type, serial, view.cache_key())
 
     def render() -> RenderedPage:
         with read_connection(services.engine) as conn:
