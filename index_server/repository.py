@@ -196,6 +196,33 @@ def job_exists(conn: Connection, project: str, version: str, platform: str) -> b
     return found is not None
 
 
+@dataclass(frozen=True)
+class ServedFile:
+    """What serving a stored file needs to know of it."""
+
+    project: str
+    version: str
+    filename: str
+    packagetype: str
+    sha256: str
+    metadata_sha256: str | None
+
+
+SERVED_FILE = (
+    select(
+        projects.c.name,
+        files.c.version,
+        files.c.filename,
+        files.c.packagetype,
+        files.c.sha256,
+        files.c.metadata_sha256,
+    )
+    .join(projects, projects.c.id == files.c.project_id)
+    .where(files.c.sha256 == bindparam("sha256"), files.c.filename == bindparam("filename"))
+    .limit(1)
+)
+
+
 def find_file_by_digest(conn: Connection, sha256: str, filename: str) -> FileRecord | None:
     row = conn.execute(
         select(*_FILE_COLUMNS)

@@ -15,7 +15,7 @@ from platforms import Platform, load_platforms
 from storage import BlobStorage, open_storage
 
 if TYPE_CHECKING:
-    from index_server.repository import ProjectState
+    from index_server.repository import ProjectState, ServedFile
 
 
 @dataclass
@@ -36,15 +36,22 @@ class HotQueries:
 
     def __init__(self, engine: Engine) -> None:
         from index_server.db.hot import HotQuery
-        from index_server.repository import PROJECT_STATE
+        from index_server.repository import PROJECT_STATE, SERVED_FILE
 
         self._project_state = HotQuery(engine, PROJECT_STATE)
+        self._served_file = HotQuery(engine, SERVED_FILE)
 
     def project_state(self, name: str) -> ProjectState | None:
         from index_server.repository import ProjectState
 
         row = self._project_state.first(name=name)
         return ProjectState(*row) if row else None
+
+    def served_file(self, sha256: str, filename: str) -> ServedFile | None:
+        from index_server.repository import ServedFile
+
+        row = self._served_file.first(sha256=sha256, filename=filename)
+        return ServedFile(*row) if row else None
 
 
 def build_services(settings: Settings, migrate: bool = True) -> Services:

@@ -15,11 +15,9 @@ from packaging.utils import canonicalize_name
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wsgi import FileWrapper
 
-from index_server import repository
 from index_server.build_requests import note_sdist_served
-from index_server.db.engine import read_connection
 from index_server.locks import LockTimeout
-from index_server.repository import FileRecord
+from index_server.repository import ServedFile
 from index_server.simple.merge import version_of
 from index_server.upstream.fetch import DigestMismatch, UpstreamError
 from index_server.upstream.files import find_announced, is_pulled, pull_through
@@ -38,12 +36,11 @@ def _split(filename: str) -> tuple[str, bool]:
     return filename, False
 
 
-def _local(sha256: str, dist_name: str) -> FileRecord | None:
-    with read_connection(services().engine) as conn:
-        return repository.find_file_by_digest(conn, sha256.lower(), dist_name)
+def _local(sha256: str, dist_name: str) -> ServedFile | None:
+    return services().hot.served_file(sha256.lower(), dist_name)
 
 
-def _send_local(record: FileRecord, metadata: bool) -> Response:
+def _send_local(record: ServedFile, metadata: bool) -> Response:
     if metadata:
         if not record.metadata_sha256:
             fail(404, f"no metadata file for {record.filename}")
