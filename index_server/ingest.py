@@ -113,7 +113,7 @@ def ingest_file(
                 yanked=False,
                 yanked_reason=None,
                 uploaded_at=_now(),
-                uploaded_by=actor,
+                uploaded_by=actor[:200],
                 origin=origin,
             )
             repository.record_event(

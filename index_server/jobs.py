@@ -327,12 +327,17 @@ def finish(services: Services, job_id: int, report: dict[str, Any]) -> dict[str,
     return job_json(row)
 
 
-def job_json(row: Any, with_log: bool = False) -> dict[str, Any]:
-    data = {
+def row_json(row: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A database row as JSON-ready values (times in ISO 8601 with their zone)."""
+    return {
         key: (_aware(value).isoformat() if isinstance(value, datetime) else value)  # type: ignore[union-attr]
         for key, value in dict(row).items()
-        if key not in ("lease", "log", "result")
+        if key not in leave_out
     }
+
+
+def job_json(row: Any, with_log: bool = False) -> dict[str, Any]:
+    data = row_json(row, ("lease", "log", "result"))
     data["result"] = json.loads(row["result"]) if row["result"] else None
     if with_log:
         data["log"] = row["log"]
@@ -480,7 +485,7 @@ def remove_skip(services: Services, project: str, version: str, actor: str) -> b
 def list_skips(services: Services) -> list[dict[str, Any]]:
     with read_connection(services.engine) as conn:
         rows = conn.execute(select(skip_list).order_by(skip_list.c.project)).mappings()
-        return [job_json({**r, "result": None}) for r in rows]
+        return [row_json(r) for r in rows]
 
 
 def project_settings(conn: Connection, project: str) -> dict[str, Any]:
@@ -518,7 +523,7 @@ def list_workers(services: Services) -> list[dict[str, Any]]:
         rows = conn.execute(select(workers).order_by(workers.c.name)).mappings()
         result = []
         for r in rows:
-            item = job_json({**r, "result": None})
+            item = row_json(r)
             item["platforms"] = json.loads(r["platforms"])
             last_seen = _aware(r["last_seen"])
             alive_for = timedelta(seconds=services.settings.build_lease_seconds * 2)

@@ -310,7 +310,7 @@ def record_event(
     conn.execute(
         insert(audit_events).values(
             at=datetime.now(UTC),
-            actor=actor,
+            actor=actor[:200],
             action=action,
             project=project,
             filename=filename,
