@@ -131,7 +131,8 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise InvalidDistribution(f"archive has more than {MAX_ARCHIVE_MEMBERS} members")
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    # NotImplementedError: a member needs a newer zip version than zipfile reads
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise InvalidDistribution(f"not a valid zip archive: {exc}") from None
     if len(archive.infolist()) > MAX_ARCHIVE_MEMBERS:
         archive.close()
