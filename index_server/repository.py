@@ -81,8 +81,11 @@ def _replace_time(record: FileRecord) -> FileRecord:
     return replace(record, uploaded_at=record.uploaded_at.replace(tzinfo=UTC))
 
 
+INDEX_SERIAL = select(index_state.c.serial).where(index_state.c.id == 1)
+
+
 def index_serial(conn: Connection) -> int:
-    return conn.execute(select(index_state.c.serial).where(index_state.c.id == 1)).scalar_one()
+    return conn.execute(INDEX_SERIAL).scalar_one()
 
 
 def next_serial(conn: Connection) -> int:

@@ -36,16 +36,22 @@ class HotQueries:
 
     def __init__(self, engine: Engine) -> None:
         from index_server.db.hot import HotQuery
-        from index_server.repository import PROJECT_STATE, SERVED_FILE
+        from index_server.repository import INDEX_SERIAL, PROJECT_STATE, SERVED_FILE
 
         self._project_state = HotQuery(engine, PROJECT_STATE)
         self._served_file = HotQuery(engine, SERVED_FILE)
+        self._index_serial = HotQuery(engine, INDEX_SERIAL)
 
     def project_state(self, name: str) -> ProjectState | None:
         from index_server.repository import ProjectState
 
         row = self._project_state.first(name=name)
         return ProjectState(*row) if row else None
+
+    def index_serial(self) -> int:
+        row = self._index_serial.first()
+        assert row is not None
+        return int(row[0])
 
     def served_file(self, sha256: str, filename: str) -> ServedFile | None:
         from index_server.repository import ServedFile

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import requests
+import urllib3
 
 from index_server.metrics import record_upstream_fetch
 from index_server.simple.model import SimpleFile
@@ -65,11 +67,13 @@ def fetch_project_page(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     try:
-        response = session().get(url, headers=headers, timeout=timeout)
+        response = session().get(url, headers=headers, timeout=timeout, stream=True)
+        with response:
+            body = _read_within(response, time.monotonic() + timeout)
     except requests.RequestException as exc:
         record_upstream_fetch("page", "error")
         raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
-    if response.status_code == 304:
+    if response.status_code == 304 and (etag or last_modified):
         record_upstream_fetch("page", "not_modified")
         return PageFetch(304, etag=etag, last_modified=last_modified)
     if response.status_code == 404:
@@ -79,7 +83,7 @@ def fetch_project_page(
         if response.status_code != 200:
             raise UpstreamError(f"{url}: HTTP {response.status_code}")
         files = parse_project_page(
-            response.content, response.headers.get("Content-Type", "text/html"), response.url
+            body, response.headers.get("Content-Type", "text/html"), response.url
         )
     except (UpstreamError, UpstreamPageError) as exc:
         record_upstream_fetch("page", "error")
@@ -93,6 +97,23 @@ def fetch_project_page(
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
     )
+
+
+def _read_within(response: requests.Response, deadline: float) -> bytes:
+    """The whole body by ``deadline``. The timeout bounds each read; this bounds the answer,
+    so that an upstream trickling a page does not hold the page (and its lock) for ever."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 before 2.3: each read waits for its whole size
+        return response.content
+    chunks = []
+    try:
+        while chunk := read1(64 * 1024, decode_content=True):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise requests.exceptions.ReadTimeout("the page took longer than the timeout")
+    except urllib3.exceptions.HTTPError as exc:  # as requests would wrap it
+        raise requests.exceptions.ConnectionError(exc) from None
+    return b"".join(chunks)
 
 
 class DigestMismatch(UpstreamError):

@@ -24,10 +24,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from index_server.db.engine import read_connection, write_transaction
 from index_server.db.schema import upstream_pages
-from index_server.locks import named_lock
+from index_server.locks import LockTimeout, named_lock
 from index_server.services import Services
 from index_server.simple.model import SimpleFile
-from index_server.upstream.fetch import PageFetch, UpstreamError, fetch_project_page
+from index_server.upstream.fetch import (
+    PageFetch,
+    UpstreamError,
+    fetch_project_page,
+    project_url,
+)
 from index_server.upstream.parse import files_from_json, files_to_json
 
 log = logging.getLogger("wheelfarm.upstream")
@@ -117,23 +122,42 @@ def _refresh(
     settings = services.settings
     lock_dir = settings.data_dir / "locks"
     wait = settings.upstream_timeout * 2 + 5
-    with thread_lock, named_lock(services.engine, lock_dir, f"page:{upstream}:{project}", wait):
+    try:
+        if not thread_lock.acquire(timeout=wait):
+            raise LockTimeout(f"page lock busy for {wait}s")
+        try:
+            with named_lock(services.engine, lock_dir, f"page:{upstream}:{project}", wait):
+                with read_connection(services.engine) as conn:
+                    state = read_states(conn, project).get(upstream)
+                now = datetime.now(UTC)
+                if state is not None and state.expires_at > now and not force:
+                    return state  # another process refreshed it while we waited
+                try:
+                    fetched = fetch_project_page(
+                        upstream,
+                        project,
+                        settings.upstream_timeout,
+                        etag=state.etag if state and state.status == 200 else None,
+                        last_modified=(
+                            state.last_modified if state and state.status == 200 else None
+                        ),
+                    )
+                except UpstreamError as exc:
+                    return _failed(services, upstream, project, state, str(exc), view)
+                return _store(services, upstream, project, state, fetched)
+        finally:
+            thread_lock.release()
+    except LockTimeout:
+        # Another request has been fetching this page for longer than a fetch may take (a
+        # trickling upstream): answer with what the cache holds rather than wait on.
+        error = (
+            f"{project_url(upstream, project)}: another request has been fetching this page "
+            f"for over {wait:g}s"
+        )
         with read_connection(services.engine) as conn:
             state = read_states(conn, project).get(upstream)
-        now = datetime.now(UTC)
-        if state is not None and state.expires_at > now and not force:
-            return state  # another process refreshed it while we waited
-        try:
-            fetched = fetch_project_page(
-                upstream,
-                project,
-                settings.upstream_timeout,
-                etag=state.etag if state and state.status == 200 else None,
-                last_modified=state.last_modified if state and state.status == 200 else None,
-            )
-        except UpstreamError as exc:
-            return _failed(services, upstream, project, state, str(exc), view)
-        return _store(services, upstream, project, state, fetched)
+        (view.stale if state is not None else view.unavailable).append(error)
+        return state
 
 
 def _failed(

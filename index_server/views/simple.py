@@ -52,14 +52,14 @@ def project_list(platform: str) -> Response:
     require_read()
     content_type = _content_type()
     svc = services()
-    with read_connection(svc.engine) as conn:
-        serial = repository.index_serial(conn)
+    serial = svc.hot.index_serial()
 
-        def render():  # type: ignore[no-untyped-def]
+    def render():  # type: ignore[no-untyped-def]
+        with read_connection(svc.engine) as conn:
             names = tuple(repository.visible_projects(conn, plat.name))
-            return make_page(render_project_list(ProjectList(names), content_type), content_type)
+        return make_page(render_project_list(ProjectList(names), content_type), content_type)
 
-        page = svc.pages.get_or_render(("root", plat.name, content_type, serial), render)
+    page = svc.pages.get_or_render(("root", plat.name, content_type, serial), render)
     response = page_response(request, page, svc.settings.page_max_age)
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     return response
