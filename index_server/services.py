@@ -16,6 +16,7 @@ from storage import BlobStorage, open_storage
 
 if TYPE_CHECKING:
     from index_server.repository import ProjectState, ServedFile
+    from index_server.upstream.pages import PageState
 
 
 @dataclass
@@ -37,16 +38,23 @@ class HotQueries:
     def __init__(self, engine: Engine) -> None:
         from index_server.db.hot import HotQuery
         from index_server.repository import INDEX_SERIAL, PROJECT_STATE, SERVED_FILE
+        from index_server.upstream.pages import UPSTREAM_STATES
 
         self._project_state = HotQuery(engine, PROJECT_STATE)
         self._served_file = HotQuery(engine, SERVED_FILE)
         self._index_serial = HotQuery(engine, INDEX_SERIAL)
+        self._upstream_states = HotQuery(engine, UPSTREAM_STATES)
 
     def project_state(self, name: str) -> ProjectState | None:
         from index_server.repository import ProjectState
 
         row = self._project_state.first(name=name)
         return ProjectState(*row) if row else None
+
+    def upstream_states(self, project: str) -> dict[str, PageState]:
+        from index_server.upstream.pages import states_from_rows
+
+        return states_from_rows(self._upstream_states.all(project=project))
 
     def index_serial(self) -> int:
         row = self._index_serial.first()

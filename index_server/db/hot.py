@@ -30,17 +30,21 @@ class HotQuery:
             return tuple(params[name] for name in self.positional)
         return params
 
-    def first(self, **values: Any) -> tuple[Any, ...] | None:
+    def all(self, **values: Any) -> list[tuple[Any, ...]]:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
             try:
                 cursor.execute(self.sql, self._params(values))
-                row = cursor.fetchone()
+                rows = cursor.fetchall()
             finally:
                 cursor.close()
             if self.engine.dialect.name != "sqlite":
                 connection.rollback()  # end the implicit read transaction at once
         finally:
             connection.close()  # back to the pool
-        return tuple(row) if row is not None else None
+        return [tuple(row) for row in rows]
+
+    def first(self, **values: Any) -> tuple[Any, ...] | None:
+        rows = self.all(**values)
+        return rows[0] if rows else None

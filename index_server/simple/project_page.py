@@ -57,8 +57,7 @@ def project_page(
     state = services.hot.project_state(project)
     view = upstream_pages.UpstreamView()
     if services.settings.upstream_urls and not is_private(services, project, state):
-        with read_connection(services.engine) as conn:
-            states = upstream_pages.read_states(conn, project)
+        states = services.hot.upstream_states(project)
         view = upstream_pages.upstream_view(services, project, states, force=force)
     if state is None and not view.found:
         if view.unavailable and not view.pages:

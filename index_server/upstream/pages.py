@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -78,19 +80,25 @@ _thread_locks: dict[tuple[str, str], threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
-def _aware(value: datetime) -> datetime:
+UPSTREAM_STATES = select(*_STATE_COLUMNS).where(upstream_pages.c.project == bindparam("project"))
+
+
+def _aware(value: datetime | str) -> datetime:
+    if isinstance(value, str):  # SQLite through a raw DBAPI cursor (see services.HotQueries)
+        value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def states_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, PageState]:
+    return {
+        upstream: PageState(upstream, status, digest, _aware(expires), etag, modified)
+        for upstream, status, digest, expires, etag, modified in rows
+    }
 
 
 def read_states(conn: Connection, project: str) -> dict[str, PageState]:
     """What the cache holds for the project, per upstream (one indexed query)."""
-    rows = conn.execute(select(*_STATE_COLUMNS).where(upstream_pages.c.project == project))
-    return {
-        r.upstream: PageState(
-            r.upstream, r.status, r.content_hash, _aware(r.expires_at), r.etag, r.last_modified
-        )
-        for r in rows
-    }
+    return states_from_rows(conn.execute(UPSTREAM_STATES, {"project": project}))
 
 
 def upstream_view(
