@@ -186,19 +186,25 @@ def start_server(data_dir: Path, log_path: Path, **env_extra: str) -> LiveServer
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    wait_until_answering(url + "/health", process, log_path, "server")
+    return LiveServer(url, data_dir, process, env)
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, what: str, seconds: float = 30
+) -> None:
+    """Poll ``url`` until it answers; fail with the process's log if it dies or never does."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()}")
+            raise RuntimeError(f"{what} exited: {log_path.read_text()}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                break
+            with urllib.request.urlopen(url, timeout=1):
+                return
         except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        raise RuntimeError(f"server did not start: {log_path.read_text()}")
-    return LiveServer(url, data_dir, process, env)
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{what} did not start: {log_path.read_text()}")
 
 
 def stop_server(server: LiveServer) -> None:

@@ -6,8 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_answering
 
 REGION = "us-east-1"
 # boto3 reads these; the values only need to be consistent (moto checks no signatures).
@@ -72,17 +70,8 @@ def start_moto(log_path: Path) -> MotoServer:
         stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited: {log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
-                return MotoServer(endpoint, process, log_path)
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"moto server did not start: {log_path.read_text()}")
+    wait_until_answering(endpoint + "/moto-api/", process, log_path, "moto server")
+    return MotoServer(endpoint, process, log_path)
 
 
 def stop_moto(server: MotoServer) -> None:
