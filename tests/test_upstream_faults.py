@@ -288,18 +288,14 @@ def test_file_bytes_changed_after_the_page_was_fetched(
     proxy: Services, upstream: FaultyUpstream, tmp_path: Path
 ) -> None:
     fill(upstream, tmp_path / "dists")
-    client = create_app(services=proxy, settings=None).test_client()
+    client = create_app(services=proxy).test_client()  # TTL 0: refetches the page
     proxy_ttl = make_proxy(tmp_path / "fresh", upstream, upstream_ttl=600)
     fresh = create_app(services=proxy_ttl).test_client()  # keeps its page for the test
     old = entry_for(page_data(fresh), ".whl")
-    changed = (
-        make_wheel(
-            tmp_path / "rebuilt", PROJECT, "1.0", modules={"libfault/__init__.py": "NEW = 1\n"}
-        )
-        if (tmp_path / "rebuilt").mkdir() is None
-        else None
+    (tmp_path / "rebuilt").mkdir()
+    changed = make_wheel(
+        tmp_path / "rebuilt", PROJECT, "1.0", modules={"libfault/__init__.py": "NEW = 1\n"}
     )
-    assert changed is not None
     metadata = b"Metadata-Version: 2.1\nName: libfault\nVersion: 1.0\nSummary: new\n\n"
     upstream.replace_file(old["filename"], changed.read_bytes(), metadata)
     # The cached page still announces the old hashes: the new bytes are refused.
@@ -320,13 +316,13 @@ def test_file_bytes_changed_after_the_page_was_fetched(
 
 @pytest.mark.parametrize("answer", ["old bytes", "new bytes"])
 def test_page_changes_while_a_file_is_being_fetched(
-    proxy: Services, json_upstream: FaultyUpstream, tmp_path: Path, answer: str
+    json_upstream: FaultyUpstream, tmp_path: Path, answer: str
 ) -> None:
     """While the upstream answers a file request, the file is replaced and the page is
     refetched (announcing the new hash). The answer in flight carries the old bytes (kept,
     under their own hash) or the new ones (refused: not the hash that was asked for)."""
     upstream = json_upstream
-    proxy = make_proxy(tmp_path / "p", upstream, upstream_timeout=5)
+    proxy = make_proxy(tmp_path, upstream, upstream_timeout=5)
     fill(upstream, tmp_path / "dists")
     app = create_app(services=proxy)
     old = entry_for(page_data(app.test_client()), ".whl")
