@@ -609,7 +609,7 @@ def query_counts(fill: FillResult, data_dir: Path, work: Path) -> dict[str, obje
         cases_big.append((html_page, f"{files}-file project", big_page, HTML_ACCEPT))
     counts = count_queries(settings_for(small_dir), cases_small)
     counts += count_queries(settings_for(data_dir), cases_big)
-    print("== SQL statements per request (before_cursor_execute, in-process test client)")
+    print("== SQL statements per request (SQLite trace of every statement, in-process test client)")
     print("| request | index | cold (1st) | warm | warm: pool checkouts | warm: commits |")
     print("|---|---|---:|---:|---:|---:|")
     for c in sorted(counts, key=lambda c: c.kind):

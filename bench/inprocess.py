@@ -61,16 +61,18 @@ def _count_one(settings: Settings, kind: str, label: str, path: str, accept: str
         statements: list[str] = []
         other = {"checkout": 0, "commit": 0}
 
-        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        def record(statement: str) -> None:
             statements.append(" ".join(statement.split()))
 
-        def checkout(*_args: Any) -> None:
+        def checkout(dbapi_connection: Any, *_args: Any) -> None:
             other["checkout"] += 1
+            # SQLite's own trace sees every statement, also those run on the raw DBAPI
+            # connection (the hot-path lookups) that SQLAlchemy's events never see.
+            dbapi_connection.set_trace_callback(record)
 
         def commit(*_args: Any) -> None:
             other["commit"] += 1
 
-        event.listen(svc.engine, "before_cursor_execute", record)
         event.listen(svc.engine, "checkout", checkout)
         event.listen(svc.engine, "commit", commit)
         event.listen(svc.engine, "rollback", commit)
