@@ -566,11 +566,6 @@ def test_workers_killed_mid_build_every_job_succeeds_once(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a rebuilt wheel differs from the one a dead worker uploaded, and the "
-    "server refuses it (409, as a lost lease), so the job can only fail (lost_worker)",
-)
 def test_a_job_whose_worker_died_after_uploading_succeeds_with_a_rebuilt_wheel(
     tmp_path: Path,
 ) -> None:

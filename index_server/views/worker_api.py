@@ -8,7 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from builder import protocol
-from index_server import jobs
+from index_server import jobs, repository
+from index_server.db.engine import read_connection
+from index_server.db.schema import ALL_PLATFORMS
 from index_server.views.common import fail, require, services
 from index_server.views.upload import store_upload
 
@@ -91,6 +93,19 @@ def upload_wheel(job_id: int) -> Response:
         fail(400, "missing or invalid 'content' file field")
     if not content.filename.endswith(".whl"):
         fail(400, "a build uploads wheels only")
+    earlier = _earlier_attempts_wheel(svc, job, content.filename)
+    if earlier is not None:
+        # Builds are not byte-for-byte reproducible: a worker that died after uploading left
+        # this job's wheel already. Files are immutable; that one (import-checked) stays.
+        return jsonify(
+            {
+                "filename": earlier.filename,
+                "sha256": earlier.sha256,
+                "created": False,
+                "platform": earlier.platform or None,
+                "kept": "the wheel an earlier attempt of this job uploaded",
+            }
+        )
     return store_upload(
         svc.platforms[job["platform"]],
         content,
@@ -101,6 +116,20 @@ def upload_wheel(job_id: int) -> Response:
         claimed_version=job["version"],
         origin="build",
     )
+
+
+def _earlier_attempts_wheel(svc, job: dict, filename: str):  # type: ignore[no-untyped-def]
+    with read_connection(svc.engine) as conn:
+        for scope in (job["platform"], ALL_PLATFORMS):
+            found = repository.find_file(conn, scope, filename)
+            if (
+                found is not None
+                and found.origin == "build"
+                and found.project == job["project"]
+                and found.version == job["version"]
+            ):
+                return found
+    return None
 
 
 @bp.post("/jobs/<int:job_id>/finish")
