@@ -22,7 +22,7 @@ import pytest
 
 from tests import builder_helpers as bh
 from tests.client_helpers import fresh_venv, pip
-from tests.conftest import ADMIN_TOKEN, BIN, LiveServer, start_server, stop_server
+from tests.conftest import ADMIN_TOKEN, BIN, LiveServer, clean_client_env, start_server, stop_server
 from tests.upstream_server import FakeUpstream
 
 PLATFORM = "debian-12-py3.11-x86_64"
@@ -250,3 +250,44 @@ def _no_stray_containers() -> Iterator[None]:
         ).stdout.split()
         if names:
             subprocess.run(["podman", "rm", "-f", *names], capture_output=True)
+
+
+def test_warm_waits_for_real_builds(farm: Farm, tmp_path: Path) -> None:
+    """`wheelfarm warm --wait` on a requirements file, built by a real Podman worker."""
+    farm.upstream.add(bh.make_c_extension_sdist(tmp_path, "wf-warmed"))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("wf-warmed==1.0\n")
+    worker = farm.worker("w-warm")
+    try:
+        done = subprocess.run(
+            [
+                str(BIN / "wheelfarm"),
+                "warm",
+                "-r",
+                str(requirements),
+                "--platform",
+                PLATFORM,
+                "--server",
+                farm.server.url,
+                "--token",
+                farm.server.token("upload"),
+                "--wait",
+                "--timeout",
+                "240",
+                "--json",
+            ],
+            env={**clean_client_env(), "WHEELFARM_DATA_DIR": str(tmp_path / "unused")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    (entry,) = [d for d in report["distributions"] if d["project"] == "wf-warmed"]
+    assert entry["version"] == "1.0"
+    files = farm.api("GET", "/api/projects/wf-warmed")["files"]
+    built = [f for f in files if f["filename"] == "wf_warmed-1.0-cp311-cp311-linux_x86_64.whl"]
+    assert [f["origin"] for f in built] == ["build"]
