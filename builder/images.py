@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,31 @@ USER builder
 """
 
 
+# Each `podman image inspect` costs a tenth of a second of CPU: a worker that just checked
+# an image trusts the answer for a short while instead of asking before every build.
+CHECKED_FOR_SECONDS = 60.0
+_checked: dict[tuple[str, str, tuple[str, ...]], tuple[float, tuple[str, str]]] = {}
+
+
 def ensure_image_with_packages(
+    platform: Platform,
+    packages: Sequence[str],
+    engine: str = "podman",
+    *,
+    tools_index: ToolsIndex | None = None,
+) -> tuple[str, str]:
+    """As :func:`_ensure_image_with_packages`, remembered for CHECKED_FOR_SECONDS."""
+    key = (engine, platform.name, tuple(sorted(set(packages))))
+    now = time.monotonic()
+    recent = _checked.get(key)
+    if recent and now - recent[0] < CHECKED_FOR_SECONDS:
+        return recent[1]
+    found = _ensure_image_with_packages(platform, packages, engine, tools_index=tools_index)
+    _checked[key] = (now, found)
+    return found
+
+
+def _ensure_image_with_packages(
     platform: Platform,
     packages: Sequence[str],
     engine: str = "podman",

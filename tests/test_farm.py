@@ -191,10 +191,12 @@ def test_failures_are_categorised_and_logged(farm: Farm) -> None:
     assert "error:" in log and "_speed.c" in log
     assert timed_out["state"] == "failed" and timed_out["error_category"] == "build_timeout"
     assert "time limit" in farm.job(forever)["log"]
-    leftover = subprocess.run(
-        ["podman", "ps", "-q", "--filter", "name=wheelfarm"], capture_output=True, text=True
-    ).stdout.split()
-    assert leftover == []  # the timed-out container was removed
+    running = subprocess.run(
+        ["podman", "ps", "--no-trunc", "--format", "{{.Command}}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "wf_forever" not in running  # the timed-out build's container was removed
     # A failed build never blocks the index: the sdist is still there for pip.
     page = urllib.request.urlopen(farm.server.index(PLATFORM) + "wf-broken/").read().decode()
     assert "wf_broken-1.0.tar.gz" in page
