@@ -11,6 +11,7 @@ import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -174,7 +175,5 @@ def _check_digests(actual: Mapping[str, str], claimed: Mapping[str, str]) -> Non
             raise InvalidDistribution(f"{name} digest does not match the uploaded content")
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

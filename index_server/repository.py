@@ -226,16 +226,6 @@ SERVED_FILE = (
 )
 
 
-def find_file_by_digest(conn: Connection, sha256: str, filename: str) -> FileRecord | None:
-    row = conn.execute(
-        select(*_FILE_COLUMNS)
-        .join(projects, projects.c.id == files.c.project_id)
-        .where(files.c.sha256 == sha256, files.c.filename == filename)
-        .limit(1)
-    ).first()
-    return _file(row) if row else None
-
-
 def find_file(conn: Connection, platform: str, filename: str) -> FileRecord | None:
     row = conn.execute(
         select(*_FILE_COLUMNS)
