@@ -20,25 +20,24 @@ itself never runs as root.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name, parse_sdist_filename
 
-from builder.classify import FailureCategory, classify_log, first_match
+from builder.classify import FailureCategory, classify_log, first_match, limits_hit
 from builder.images import ToolsIndex, ensure_image_with_packages
+from builder.index_gateway import index_access
 from builder.runners import (
     ContainerRunner,
     Limits,
     Mount,
-    Network,
     OutputSink,
     Runner,
     RunResult,
@@ -47,6 +46,7 @@ from builder.wheels import requires_dist, sdist_epoch, top_level_modules
 from platforms import Platform
 
 INSPECT_SCRIPT = Path(__file__).resolve().parent / "inspect_in_container.py"
+ENTRY_SCRIPT = Path(__file__).resolve().parent / "container_entry.py"
 INSPECT_MARKER = "WHEELFARM-INSPECT "
 # Packages every runtime image of a platform has anyway: not worth listing.
 ALWAYS_PRESENT_PACKAGES = frozenset({"libc6", "libc6-i386", "libc-bin"})
@@ -79,6 +79,7 @@ OUT_DIR = "/work/out"
 REPAIRED_DIR = "/work/repaired"
 CA_PATH = "/work/ca.crt"
 INSPECT_PATH = "/work/bin/inspect_wheel.py"
+ENTRY_PATH = "/work/bin/container_entry.py"
 TOOLS_PYTHON = "/opt/buildtools/bin/python"
 
 
@@ -129,17 +130,6 @@ class BuildResult:
             "external_libraries": self.external_libraries,
             "summary": self.summary,
         }
-
-
-def network_for(index_url: str) -> Network:
-    """Host networking only to reach an index on this machine's loopback."""
-    host = urlsplit(index_url).hostname or ""
-    if host == "localhost":
-        return "host"
-    try:
-        return "host" if ipaddress.ip_address(host).is_loopback else "default"
-    except ValueError:
-        return "default"
 
 
 def build_limits(platform: Platform, settings: BuildSettings) -> tuple[Limits, float]:
@@ -233,14 +223,30 @@ def build_wheel(
             summary=summary,
         )
 
-    with tempfile.TemporaryDirectory(prefix="wheelfarm-build-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wheelfarm-build-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        # The index, and nothing else, is reachable from the build (see index_gateway).
+        index = stack.enter_context(
+            index_access(runner.isolates_network, index_url, work / "gateway")
+        )
         out = work / "out"
         repaired = work / "repaired"
         # A copy in the work folder: a worker in a container talks to the host's Docker
         # daemon, which can mount only what is on the host (the work folder is shared).
         inspect_script = work / "inspect_wheel.py"
         shutil.copyfile(INSPECT_SCRIPT, inspect_script)
+        entry_script = work / "container_entry.py"
+        shutil.copyfile(ENTRY_SCRIPT, entry_script)
+
+        def contained(command: Sequence[str], with_index: bool) -> tuple[list[str], list[Mount]]:
+            """A step that runs the project's code: behind the container entry, which keeps
+            it within its limits and (``with_index``) opens the index gateway."""
+            if not runner.isolates_network:
+                return list(command), []
+            gateway = list(index.entry_args) if with_index else []
+            mounts = [Mount(entry_script, ENTRY_PATH), *(index.mounts if with_index else ())]
+            return [TOOLS_PYTHON, ENTRY_PATH, *gateway, "--", *command], mounts
+
         for folder in (out, repaired):
             folder.mkdir()
             folder.chmod(0o777)  # written by the container's builder user; `work` stays 0700
@@ -249,7 +255,7 @@ def build_wheel(
             **settings.env,
             "HOME": "/tmp",
             "TMPDIR": "/tmp",
-            "PIP_INDEX_URL": index_url,
+            "PIP_INDEX_URL": index.url,
             "PIP_NO_INPUT": "1",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "SOURCE_DATE_EPOCH": str(sdist_epoch(sdist)),
@@ -265,7 +271,6 @@ def build_wheel(
         if ca_bundle is not None:
             mounts.append(Mount(Path(ca_bundle), CA_PATH))
             env["PIP_CERT"] = env["SSL_CERT_FILE"] = CA_PATH
-        network = network_for(index_url)
 
         # 1. build
         if settings.build_command:
@@ -281,20 +286,21 @@ def build_wheel(
                 "--no-binary",
                 project,
                 "--index-url",
-                index_url,
+                index.url,
                 "--wheel-dir",
                 OUT_DIR,
                 f"{IN_DIR}/{sdist.name}",
             ]
         limits, timeout = build_limits(platform, settings)
+        command, entry_mounts = contained(command, with_index=True)
         log.begin("build")
         result = runner.run(
             image,
             command,
-            mounts=mounts,
+            mounts=mounts + entry_mounts,
             env=env,
             limits=limits,
-            network=network,
+            network=index.network,
             timeout=timeout,
             on_output=on_output,
         )
@@ -306,10 +312,13 @@ def build_wheel(
             summary = first_match(result.log, category) or (
                 f"time limit of {timeout:g} s passed" if result.timed_out else "build failed"
             )
-            return finish(category, summary)
+            return finish(category, limit_summary(result.log, limits) or summary)
         if len(built) != 1:
             return finish(FailureCategory.OTHER, f"expected one wheel, found {len(built)}")
         wheel = built[0]
+        if wheel.is_symlink() or not wheel.is_file():
+            # Read here, on the host, a link would lead out of the container.
+            return finish(FailureCategory.OTHER, f"{wheel.name} is not a regular file")
 
         # 2. inspect (and repair)
         inspect_mounts = [
@@ -366,7 +375,7 @@ def build_wheel(
         if names:
             final_dir = final.parent
             deps = requires_dist(final)
-            sources = (["--index-url", index_url] if deps else ["--no-index"]) + [
+            sources = (["--index-url", index.url] if deps else ["--no-index"]) + [
                 "--find-links",
                 OUT_DIR,
             ]
@@ -378,13 +387,7 @@ def build_wheel(
                 '[importlib.import_module(n) for n in names]; print("imported", *names)\''
             )
             check_env = {"HOME": "/tmp", "TMPDIR": "/tmp", "IMPORT_NAMES": " ".join(names)}
-            check_mounts = [Mount(final_dir, OUT_DIR)]
-            if ca_bundle is not None:
-                check_mounts.append(Mount(Path(ca_bundle), CA_PATH))
-                check_env["PIP_CERT"] = CA_PATH
-            log.begin(f"import {' '.join(names)}")
-            result = runner.run(
-                image,
+            check, entry_mounts = contained(
                 [
                     "sh",
                     "-c",
@@ -394,10 +397,20 @@ def build_wheel(
                     *sources,
                     f"{OUT_DIR}/{final.name}",
                 ],
+                with_index=bool(deps),
+            )
+            check_mounts = [Mount(final_dir, OUT_DIR), *entry_mounts]
+            if ca_bundle is not None:
+                check_mounts.append(Mount(Path(ca_bundle), CA_PATH))
+                check_env["PIP_CERT"] = CA_PATH
+            log.begin(f"import {' '.join(names)}")
+            result = runner.run(
+                image,
+                check,
                 mounts=check_mounts,
                 env=check_env,
                 limits=CHECK_LIMITS,
-                network=network if deps else "none",
+                network=index.network if deps else "none",
                 timeout=CHECK_TIMEOUT,
                 on_output=on_output,
             )
@@ -405,10 +418,11 @@ def build_wheel(
             log.step(f"import {' '.join(names)}", result)
             if not result.ok:
                 category = classify_log(result.log)
-                if category != FailureCategory.NETWORK:
+                if category not in (FailureCategory.NETWORK, FailureCategory.RESOURCE_LIMIT):
                     category = FailureCategory.IMPORT_FAILED
                 last = [line for line in result.log.splitlines() if line.strip()]
-                return finish(category, last[-1] if last else "import failed", **found)
+                summary = limit_summary(result.log, CHECK_LIMITS)
+                return finish(category, summary or (last[-1] if last else "import failed"), **found)
         else:
             log.note("import check skipped: no top-level modules")
 
@@ -416,6 +430,16 @@ def build_wheel(
         shutil.copyfile(final, target)
         found["wheels"] = [target]
         return finish(None, f"built {final.name}", **found)
+
+
+def limit_summary(log: str, limits: Limits) -> str:
+    """What a step that hit its memory or process limit is told ("" when it hit none)."""
+    hit = limits_hit(log)
+    if hit.get("memory"):
+        return f"the build ran out of memory (limit {limits.memory}): it was killed"
+    if hit.get("pids"):
+        return f"the build hit the process limit ({limits.pids}): it was stopped"
+    return ""
 
 
 def _inspect_report(log: str) -> dict[str, object] | None:

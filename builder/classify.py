@@ -1,21 +1,26 @@
 """Why a build failed, from its log: a small, fixed set of categories.
 
 The categories tell an operator what to do next: add an OS package to the project's build
-settings (``missing_system_library``), raise the time limit (``build_timeout``), look at the
-index (``network``: unreachable, or it cannot give the build dependencies), or read the
-log (``compiler_error``, ``import_failed``, ``other``).
+settings (``missing_system_library``), raise the time limit (``build_timeout``) or the memory
+and process limits (``resource_limit``), look at the index (``network``: unreachable, or it
+cannot give the build dependencies), or read the log (``compiler_error``, ``import_failed``,
+``other``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
+
+from builder.container_entry import LIMITS_MARKER
 
 
 class FailureCategory(StrEnum):
     MISSING_SYSTEM_LIBRARY = "missing_system_library"
     COMPILER_ERROR = "compiler_error"
     BUILD_TIMEOUT = "build_timeout"
+    RESOURCE_LIMIT = "resource_limit"  # the memory or process limit (builder.container_entry)
     IMPORT_FAILED = "import_failed"
     NETWORK = "network"
     OTHER = "other"
@@ -75,6 +80,8 @@ def classify_log(log: str, *, timed_out: bool = False) -> FailureCategory:
     """The category of a failed build, from its log text."""
     if timed_out:
         return FailureCategory.BUILD_TIMEOUT
+    if any(limits_hit(log).values()):
+        return FailureCategory.RESOURCE_LIMIT
     for category, patterns in _COMPILED:
         if any(p.search(log) for p in patterns):
             return category
@@ -90,3 +97,16 @@ def first_match(log: str, category: FailureCategory) -> str | None:
             if any(p.search(line) for p in patterns):
                 return line.strip()
     return None
+
+
+def limits_hit(log: str) -> dict[str, int]:
+    """How often a build hit each container limit ("memory", "pids"), as its entry said."""
+    for line in reversed(log.splitlines()):
+        if line.startswith(LIMITS_MARKER):
+            try:
+                found = json.loads(line[len(LIMITS_MARKER) :])
+            except ValueError:
+                return {}
+            if isinstance(found, dict):
+                return {k: v for k, v in found.items() if isinstance(v, int)}
+    return {}

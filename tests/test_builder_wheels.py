@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from builder.build import BuildSettings, network_for
+from builder.build import BuildSettings
 from builder.wheels import ZIP_EPOCH, requires_dist, sdist_epoch, top_level_modules
 from tests.builder_helpers import make_pure_sdist
 from tests.factory import make_wheel
@@ -49,13 +49,6 @@ def test_sdist_epoch_is_the_newest_member(tmp_path: Path) -> None:
     broken = tmp_path / "broken-1.0.tar.gz"
     broken.write_bytes(b"not a tarball")
     assert sdist_epoch(broken) == ZIP_EPOCH
-
-
-def test_network_only_for_loopback_indexes() -> None:
-    assert network_for("http://127.0.0.1:8000/p/simple/") == "host"
-    assert network_for("http://localhost/simple/") == "host"
-    assert network_for("http://[::1]:81/simple/") == "host"
-    assert network_for("https://index.example.org/simple/") == "default"
 
 
 def test_build_settings_refuse_reserved_env() -> None:

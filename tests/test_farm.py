@@ -9,135 +9,40 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests import builder_helpers as bh
 from tests.client_helpers import fresh_venv, pip
-from tests.conftest import ADMIN_TOKEN, BIN, LiveServer, clean_client_env, start_server, stop_server
-from tests.upstream_server import FakeUpstream
+from tests.conftest import BIN, clean_client_env
+from tests.farm_helpers import PLATFORM, Farm, running_containers, running_farm
 
-PLATFORM = "debian-12-py3.11-x86_64"
 LEASE_SECONDS = 4
 BUILD_TIMEOUT = 25
 
 
-@dataclass
-class Farm:
-    server: LiveServer
-    upstream: FakeUpstream
-    platforms_dir: Path
-    tools_index: str
-    build_token: str
-    logs: Path
-
-    def api(self, method: str, path: str, body: object | None = None) -> dict:
-        request = urllib.request.Request(
-            self.server.url + path,
-            data=json.dumps(body).encode() if body is not None else None,
-            method=method,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)  # type: ignore[no-any-return]
-
-    def request(self, project: str, version: str = "1.0") -> int:
-        body = {"project": project, "version": version, "platforms": [PLATFORM]}
-        (outcome,) = self.api("POST", "/api/builds", body)["requests"]
-        assert outcome["outcome"] == "queued", outcome
-        return int(outcome["job_id"])
-
-    def worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        env = {
-            **self.server.env,
-            "WHEELFARM_PLATFORMS_DIR": str(self.platforms_dir),
-            "WHEELFARM_TOOLS_INDEX_URL": self.tools_index,
-        }
-        log = (self.logs / f"{name}.log").open("ab")
-        return subprocess.Popen(
-            [
-                str(BIN / "wheelfarm"),
-                "worker",
-                "--server",
-                self.server.url,
-                "--token",
-                self.build_token,
-                "--runner",
-                "podman",
-                "--platform",
-                PLATFORM,
-                "--poll",
-                "0.3",
-                "--name",
-                name,
-                *extra,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def job(self, job_id: int) -> dict:
-        return self.api("GET", f"/api/builds/{job_id}")
-
-    def wait(self, job_id: int, states: tuple[str, ...], seconds: float = 240) -> dict:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if job["state"] in states:
-                return job
-            time.sleep(0.3)
-        raise AssertionError(f"job {job_id} not {states} in {seconds} s: {self.job(job_id)}")
-
-
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
-    bh.require_podman()
     tmp = tmp_path_factory.mktemp("farm")
-    tools = bh.shared_local_index()
-    upstream = FakeUpstream(mode="json")
-    for wheel in sorted(bh.download_index_wheels().glob("*.whl")):
-        upstream.add(wheel)  # build dependencies, served through the platform's index
     dists = tmp / "dists"
     dists.mkdir()
-    upstream.add(bh.make_c_extension_sdist(dists, "wf-cext"))
-    upstream.add(bh.make_pure_sdist(dists, "wf-pure"))
-    upstream.add(bh.make_broken_sdist(dists, "wf-broken"))
-    upstream.add(bh.make_ffi_sdist(dists, "wf-ffi"))
-    upstream.add(bh.make_sleeping_sdist(dists, "wf-forever", seconds=600))
-    upstream.add(bh.make_sleeping_sdist(dists, "wf-slow", seconds=3))  # runs 3 times
+    sdists = [
+        bh.make_c_extension_sdist(dists, "wf-cext"),
+        bh.make_pure_sdist(dists, "wf-pure"),
+        bh.make_broken_sdist(dists, "wf-broken"),
+        bh.make_ffi_sdist(dists, "wf-ffi"),
+        bh.make_sleeping_sdist(dists, "wf-forever", seconds=600),
+        bh.make_sleeping_sdist(dists, "wf-slow", seconds=3),  # runs 3 times
+    ]
     # The platform as shipped, with a short build time limit for these tests.
-    platforms_dir = tmp / "platforms"
-    platforms_dir.mkdir()
-    shipped = Path(__file__).resolve().parent.parent / "platforms" / f"{PLATFORM}.toml"
-    text = shipped.read_text()
-    text = "\n".join(
-        f"timeout = {BUILD_TIMEOUT}" if line.startswith("timeout") else line
-        for line in text.splitlines()
-    )
-    (platforms_dir / f"{PLATFORM}.toml").write_text(text + "\n")
-    server = start_server(
-        tmp / "data",
-        tmp / "server.log",
-        WHEELFARM_UPSTREAM_URL=upstream.url,
-        WHEELFARM_PLATFORMS_DIR=str(platforms_dir),
-        WHEELFARM_BUILD_LEASE_SECONDS=str(LEASE_SECONDS),
-    )
-    logs = tmp / "logs"
-    logs.mkdir()
-    farm = Farm(server, upstream, platforms_dir, tools.url, server.token("build"), logs)
-    yield farm
-    stop_server(server)
-    upstream.close()
+    with running_farm(tmp, sdists, {"timeout": BUILD_TIMEOUT}, LEASE_SECONDS) as farm:
+        yield farm
 
 
 def test_c_extension_and_pure_sdists_are_built_served_and_installed(
@@ -191,12 +96,7 @@ def test_failures_are_categorised_and_logged(farm: Farm) -> None:
     assert "error:" in log and "_speed.c" in log
     assert timed_out["state"] == "failed" and timed_out["error_category"] == "build_timeout"
     assert "time limit" in farm.job(forever)["log"]
-    running = subprocess.run(
-        ["podman", "ps", "--no-trunc", "--format", "{{.Command}}"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert "wf_forever" not in running  # the timed-out build's container was removed
+    assert "wf_forever" not in running_containers()  # the timed-out build's container was removed
     # A failed build never blocks the index: the sdist is still there for pip.
     page = urllib.request.urlopen(farm.server.index(PLATFORM) + "wf-broken/").read().decode()
     assert "wf_broken-1.0.tar.gz" in page
@@ -241,17 +141,6 @@ def test_killed_worker_loses_its_job_to_another(farm: Farm) -> None:
     assert done["worker"] == "w-rescuer" and done["attempts"] == 2
     files = farm.api("GET", "/api/projects/wf-slow")["files"]
     assert [f["filename"] for f in files] == ["wf_slow-1.0-cp311-cp311-linux_x86_64.whl"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_stray_containers() -> Iterator[None]:
-    yield
-    if shutil.which("podman"):
-        names = subprocess.run(
-            ["podman", "ps", "-aq", "--filter", "name=wheelfarm"], capture_output=True, text=True
-        ).stdout.split()
-        if names:
-            subprocess.run(["podman", "rm", "-f", *names], capture_output=True)
 
 
 def test_warm_waits_for_real_builds(farm: Farm, tmp_path: Path) -> None:
