@@ -49,7 +49,17 @@ TRUNCATE = "truncate"  # the full Content-Length, part of the body, then a clean
 ERROR_500 = "500"  # HTTP 500
 GARBLED = "garbled"  # 200, a JSON Content-Type and a body that is not a page (cut short)
 NOT_MODIFIED = "304"  # 304 Not Modified although nothing conditional was asked
+GARBLED_HTML = "garbled-html"  # 200, text/html and bytes that are not text at all
+NO_MARKUP = "no-markup"  # 200, text/html and a line of text: a proxy's error, not a page
+WRONG_TYPE = "wrong-type"  # 200 and a Content-Type no Simple page has
 TRICKLE = "trickle"  # the body in ten pieces, ``trickle`` seconds apart (each read is quick)
+
+# 200 answers that are not Simple pages: (body, Content-Type).
+NOT_PAGES = {
+    GARBLED_HTML: (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe<a href=", "text/html"),
+    NO_MARKUP: (b"Upstream under maintenance, try again later.\n", "text/html; charset=utf-8"),
+    WRONG_TYPE: (b"<a href='x-1.0.tar.gz'>x-1.0.tar.gz</a>", "application/octet-stream"),
+}
 
 
 class FaultyUpstream(FakeUpstream):
@@ -130,6 +140,9 @@ class FaultyUpstream(FakeUpstream):
                         b'{"meta": {"api-version": "1.1"}, "files": [{"fil',
                         {"Content-Type": "application/vnd.pypi.simple.v1+json"},
                     )
+                elif fault in NOT_PAGES:
+                    body, content_type = NOT_PAGES[fault]
+                    super()._send(200, body, {"Content-Type": content_type})
                 elif fault == TRICKLE:
                     self.send_response(status)
                     for key, value in (headers or {}).items():

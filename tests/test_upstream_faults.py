@@ -1,7 +1,8 @@
 """The upstream proxy against an upstream that misbehaves (tests/fault_helpers.py).
 
 Slow past the timeout, connections reset mid-answer, HTTP 500, bodies cut short of their
-Content-Length, bodies trickling past the timeout, pages that are not pages, an unasked 304,
+Content-Length, bodies trickling past the timeout, pages that are not pages (cut-short JSON,
+bytes that are not text, a line of text, a foreign Content-Type), an unasked 304,
 files whose bytes do not match the page, and pages that change while a file is fetched:
 each is served stale or refused cleanly (502/503 and a one-line reason), nothing is stored
 under a wrong hash, the cached page is never replaced by a bad one, and once the upstream
@@ -32,11 +33,14 @@ from tests.factory import make_sdist, make_wheel
 from tests.fault_helpers import (
     ERROR_500,
     GARBLED,
+    GARBLED_HTML,
+    NO_MARKUP,
     NOT_MODIFIED,
     RESET,
     SLOW,
     TRICKLE,
     TRUNCATE,
+    WRONG_TYPE,
     FaultyUpstream,
     scan_blobs,
 )
@@ -57,6 +61,9 @@ REASONS = {
     GARBLED: "invalid JSON project page",
     TRICKLE: "Timeout",
     NOT_MODIFIED: "304",
+    GARBLED_HTML: "invalid HTML project page",
+    NO_MARKUP: "no HTML markup",
+    WRONG_TYPE: "Content-Type 'application/octet-stream'",
 }
 
 
@@ -157,7 +164,10 @@ def assert_store_holds_only(services: Services, *sha256s: str) -> None:
 # --- pages --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", [SLOW, RESET, TRUNCATE, ERROR_500, TRICKLE, GARBLED])
+@pytest.mark.parametrize(
+    "fault",
+    [SLOW, RESET, TRUNCATE, ERROR_500, TRICKLE, GARBLED, GARBLED_HTML, NO_MARKUP, WRONG_TYPE],
+)
 def test_a_failing_page_refresh_serves_the_cached_page_stale(
     proxy: Services, upstream: FaultyUpstream, tmp_path: Path, fault: str
 ) -> None:
@@ -186,7 +196,19 @@ def test_a_failing_page_refresh_serves_the_cached_page_stale(
 
 
 @pytest.mark.parametrize(
-    "fault", [SLOW, RESET, TRUNCATE, ERROR_500, TRICKLE, GARBLED, NOT_MODIFIED]
+    "fault",
+    [
+        SLOW,
+        RESET,
+        TRUNCATE,
+        ERROR_500,
+        TRICKLE,
+        GARBLED,
+        GARBLED_HTML,
+        NO_MARKUP,
+        WRONG_TYPE,
+        NOT_MODIFIED,
+    ],
 )
 def test_a_failing_first_fetch_is_refused_and_not_cached(
     proxy: Services, upstream: FaultyUpstream, tmp_path: Path, fault: str

@@ -19,11 +19,39 @@ class UpstreamPageError(ValueError):
     """The upstream answered with something that is not a Simple API page."""
 
 
+# What an HTML Simple page may be served as ("" when the upstream sends no Content-Type).
+HTML_MEDIA_TYPES = frozenset(
+    {"", "text/html", "application/vnd.pypi.simple.v1+html", "application/xhtml+xml"}
+)
+# Any of these shows the body is HTML at all; a page of garbage has none.
+MARKUP_TAGS = frozenset({"html", "head", "body", "meta", "title", "a", "h1", "base"})
+
+
 def parse_project_page(body: bytes, content_type: str, page_url: str) -> list[SimpleFile]:
-    media_type = content_type.split(";")[0].strip().lower()
+    """The files of an upstream page; ``UpstreamPageError`` when it is not a Simple page
+    (so the cache keeps the page it has rather than take garbage)."""
+    media_type, _, params = content_type.partition(";")
+    media_type = media_type.strip().lower()
     if media_type.endswith("+json") or media_type == "application/json":
         return parse_json_page(body, page_url)
-    return parse_html_page(body.decode("utf-8", "replace"), page_url)
+    if media_type not in HTML_MEDIA_TYPES:
+        raise UpstreamPageError(f"not a Simple API page: Content-Type {media_type!r}")
+    try:
+        html = body.decode(_charset(params))
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise UpstreamPageError(f"invalid HTML project page: {exc}") from None
+    files, markup = _parse_html(html, page_url)
+    if not markup and body.strip():
+        raise UpstreamPageError("invalid HTML project page: no HTML markup in it")
+    return files
+
+
+def _charset(params: str) -> str:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return "utf-8"
 
 
 def parse_json_page(body: bytes, page_url: str) -> list[SimpleFile]:
@@ -69,9 +97,14 @@ class _AnchorParser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.base: str | None = None
         self.anchors: list[tuple[dict[str, str | None], list[str]]] = []
+        self.markup = False  # seen a doctype or a tag a Simple page has
         self._current: list[str] | None = None
 
+    def handle_decl(self, decl: str) -> None:
+        self.markup = self.markup or decl.lower().startswith("doctype html")
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.markup = self.markup or tag in MARKUP_TAGS
         if tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
         elif tag == "a":
@@ -88,6 +121,11 @@ class _AnchorParser(HTMLParser):
 
 
 def parse_html_page(html: str, page_url: str) -> list[SimpleFile]:
+    return _parse_html(html, page_url)[0]
+
+
+def _parse_html(html: str, page_url: str) -> tuple[list[SimpleFile], bool]:
+    """The page's files, and whether it had any HTML markup at all."""
     parser = _AnchorParser()
     parser.feed(html)
     parser.close()
@@ -123,7 +161,7 @@ def parse_html_page(html: str, page_url: str) -> list[SimpleFile]:
                 ),
             )
         )
-    return found
+    return found, parser.markup
 
 
 def _html_metadata(value: str | None, present: bool) -> dict[str, str] | bool:
