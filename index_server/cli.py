@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from index_server.config import Settings, split_list
+from storage.base import STALE_AFTER
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -151,6 +152,29 @@ def db_upgrade(ctx: click.Context) -> None:
     _settings(ctx).data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(url)
     click.echo(f"database at revision {current_revision(url)}")
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=STALE_AFTER,
+    show_default=True,
+    help="Seconds; younger leftovers may belong to a write still running.",
+)
+@click.pass_context
+def cleanup(ctx: click.Context, older_than: float) -> None:
+    """Remove what killed servers left behind: upload scratch folders, temporary blob files,
+    unfinished S3 multipart uploads (also done at `serve` start)."""
+    from index_server.leftovers import remove_leftovers
+    from index_server.logging_setup import configure_logging
+    from storage import StorageError
+
+    configure_logging()  # remove_leftovers logs its counts
+    try:
+        remove_leftovers(_settings(ctx), older_than)
+    except (StorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import logging.config
 import os
 from typing import Any
 
@@ -9,11 +11,15 @@ from gunicorn.app.base import BaseApplication
 
 from index_server.config import Settings
 from index_server.db.migrate import upgrade
+from index_server.leftovers import remove_leftovers
 from index_server.logging_setup import logging_config
+from storage import StorageError
 
 # gunicorn's default access line without ``%(u)s``, the basic-auth user name: pip sends
 # the token itself as the user name when the index URL has no password (https://TOKEN@host/).
 ACCESS_LOG_FORMAT = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+log = logging.getLogger("wheelfarm.serve")
 
 
 def default_workers() -> int:
@@ -55,6 +61,8 @@ def serve(
         projects = apply_settings_file(services, settings.build_settings_file)
         services.engine.dispose()
         print(f"build settings from {settings.build_settings_file}: {', '.join(projects)}")
+    _configure_master_logging()
+    _remove_leftovers(settings)
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -73,3 +81,18 @@ def serve(
         # With a logconfig, gunicorn formats an access line for every request: only then.
         options["logconfig_dict"] = logging_config(gunicorn_access=True)
     WheelfarmServer(settings, options).run()
+
+
+def _configure_master_logging() -> None:
+    """Our format for the master's own lines; gunicorn's loggers keep gunicorn's handlers
+    (configuring them here too would print each of its lines twice)."""
+    logging.config.dictConfig({**logging_config(), "loggers": {}})
+
+
+def _remove_leftovers(settings: Settings) -> None:
+    """Once, before any worker exists: what killed servers left behind. A failure (say, no
+    permission to list multipart uploads) is logged, and the server starts anyway."""
+    try:
+        remove_leftovers(settings)
+    except (StorageError, OSError) as exc:
+        log.warning("could not remove stale leftovers: %s", exc)

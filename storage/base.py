@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
+# Seconds after which a temporary is taken for the leftover of an interrupted write: a younger
+# one may belong to a write still running in another process (another server, same store).
+STALE_AFTER = 3600.0
 
 
 class StorageError(Exception):
@@ -52,4 +55,9 @@ class BlobStorage(Protocol):
 
     def url(self, key: str, filename: str) -> str | None:
         """A URL clients can be redirected to (e.g. presigned), or ``None`` to stream."""
+        ...
+
+    def remove_stale_temporaries(self, older_than: float = STALE_AFTER) -> int:
+        """Remove the leftovers of interrupted ``put`` calls (never a blob) that are older than
+        ``older_than`` seconds; return how many were removed."""
         ...

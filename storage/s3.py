@@ -38,12 +38,18 @@ an instance or container role, ...). Other boto3 settings apply as usual too, e.
 recent boto3 sends by default.
 
 Atomicity: S3 shows an object only once its upload has completed, and a failed multipart
-upload is aborted by boto3's managed transfer, so a crash never leaves a partial blob.
+upload is aborted by boto3's managed transfer, so a crash never leaves a partial blob. A
+process killed mid-upload leaves its multipart upload open (invisible, but its parts are
+stored and billed): ``remove_stale_temporaries`` aborts those, as does a bucket lifecycle rule
+``AbortIncompleteMultipartUpload``. It needs ``s3:ListBucketMultipartUploads`` and
+``s3:AbortMultipartUpload``.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
@@ -54,7 +60,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from werkzeug.http import dump_options_header
 
-from storage.base import StorageError, check_key
+from storage.base import STALE_AFTER, StorageError, check_key
 
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * MiB
@@ -73,6 +79,7 @@ _OPTIONS = {
     "part_size",
 }
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_UPLOAD_GONE = {"404", "NoSuchUpload"}
 
 
 class S3Storage:
@@ -212,6 +219,36 @@ class S3Storage:
             )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"could not presign {key}: {exc}") from exc
+
+    def remove_stale_temporaries(self, older_than: float = STALE_AFTER) -> int:
+        """Abort the multipart uploads under the prefix (the whole bucket without one) that
+        were initiated more than ``older_than`` seconds ago (by S3's clock, against ours)."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        try:
+            stale = [u for u in self._multipart_uploads() if u["Initiated"] < cutoff]
+            return sum(self._abort(upload) for upload in stale)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(
+                f"could not abort stale multipart uploads in s3://{self.bucket}: {exc}"
+            ) from exc
+
+    def _multipart_uploads(self) -> Iterator[dict[str, Any]]:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Uploads", [])
+
+    def _abort(self, upload: dict[str, Any]) -> bool:
+        """Abort one upload; ``False`` if it was completed or aborted meanwhile."""
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _UPLOAD_GONE:
+                return False
+            raise
+        return True
 
     def _head(self, key: str) -> dict[str, Any]:
         try:
