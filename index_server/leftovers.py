@@ -26,7 +26,8 @@ from storage.base import STALE_AFTER
 
 log = logging.getLogger("wheelfarm.leftovers")
 
-SCRATCH_PATTERNS = ("upload-*", f".{SECRET_KEY_FILE}.*")
+UPLOAD_SCRATCH_PREFIX = "upload-"  # views/upload.py's scratch folders in the data dir
+SCRATCH_PATTERNS = (f"{UPLOAD_SCRATCH_PREFIX}*", f".{SECRET_KEY_FILE}.*")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +20,9 @@ from index_server.app import create_app
 from index_server.auth import create_token
 from index_server.config import Settings
 from index_server.services import Services, build_services
+
+if TYPE_CHECKING:
+    from tests.s3_helpers import MotoServer
 
 ADMIN_TOKEN = "wf_test-admin-token-0123456789"
 BIN = Path(sys.executable).parent
@@ -221,3 +225,28 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(tmp_path / "server-data", tmp_path / "server.log")
     yield server
     stop_server(server)
+
+
+# --- S3 (moto's server over HTTP, tests/s3_helpers.py) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    from tests.s3_helpers import start_moto, stop_moto  # it imports this module
+
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    stop_moto(server)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3 in this process (and the servers it starts) sees only the test credentials,
+    never this machine's settings."""
+    from tests.s3_helpers import AWS_ENV
+
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "BOTO_")):
+            monkeypatch.delenv(name)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)

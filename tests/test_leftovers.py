@@ -40,13 +40,10 @@ from tests.http_helpers import (
     upload_ok,
 )
 from tests.s3_helpers import (
-    AWS_ENV,
     MotoServer,
     aws_env,
     keys_in,
     open_uploads,
-    start_moto,
-    stop_moto,
 )
 
 HOUR = 3600.0
@@ -54,6 +51,7 @@ MiB = 1024 * 1024
 # moto's server reports every multipart upload as initiated at this moment (a constant in its
 # ListMultipartUploads response); S3 reports when the upload was started.
 MOTO_INITIATED = datetime(2010, 11, 10, 20, 48, 33, tzinfo=UTC)
+pytestmark = pytest.mark.usefixtures("aws")
 
 
 def backdate(path: Path, seconds: float) -> Path:
@@ -175,23 +173,6 @@ def test_stale_leftovers_go_and_the_index_is_untouched(
 
 
 # --- S3 -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    stop_moto(server)
-
-
-@pytest.fixture(autouse=True)
-def aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3 here (and the servers started here) see only the test credentials."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "BOTO_")):
-            monkeypatch.delenv(name)
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
 
 
 def report_real_initiation(store: S3Storage, initiated: dict[str, datetime]) -> None:

@@ -7,7 +7,7 @@ import hashlib
 import io
 import os
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,36 +23,17 @@ from storage.s3 import S3Storage
 from tests.conftest import ADMIN_TOKEN, start_server, stop_server
 from tests.factory import make_wheel
 from tests.s3_helpers import (
-    AWS_ENV,
     MotoServer,
     aws_env,
     keys_in,
     logged_statuses,
     open_uploads,
-    start_moto,
-    stop_moto,
 )
 
 PLATFORM = "debian-12-py3.11-x86_64"
 MiB = 1024 * 1024
 KEY = blob_key("ab" * 32)
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    stop_moto(server)
-
-
-@pytest.fixture(autouse=True)
-def aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3 in this process sees only the test credentials, never this machine's settings."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "BOTO_")):
-            monkeypatch.delenv(name)
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("aws")
 
 
 @pytest.fixture

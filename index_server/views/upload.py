@@ -11,6 +11,7 @@ from werkzeug.datastructures import FileStorage
 
 from index_server.distributions import InvalidDistribution
 from index_server.ingest import FileConflict, ingest_file
+from index_server.leftovers import UPLOAD_SCRATCH_PREFIX
 from index_server.views.common import fail, get_platform, require, services
 from platforms import Platform
 
@@ -55,7 +56,9 @@ def store_upload(
 ) -> Response:
     """Ingest an uploaded file (twine's, or a worker's wheel): 201 new, 200 already there."""
     svc = services()
-    with tempfile.TemporaryDirectory(prefix="upload-", dir=svc.settings.data_dir) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix=UPLOAD_SCRATCH_PREFIX, dir=svc.settings.data_dir
+    ) as tmp:
         path = Path(tmp) / "upload"
         content.save(path)
         try:
