@@ -68,6 +68,11 @@ class WrkResult:
     p99_us: int
     max_us: int
     mean_us: float
+    # Filled only by scripts that count statuses themselves (a Lua ``response()``, see
+    # bench/load_storm.py): responses whose status was not an expected one, by status.
+    # When set, it replaces wrk's own status_errors (HTTP >= 400 only) in ``errors``.
+    unexpected_status: int | None = None
+    status_counts: dict[str, int] | None = None
 
     @property
     def rps(self) -> float:
@@ -75,11 +80,14 @@ class WrkResult:
 
     @property
     def errors(self) -> int:
+        bad_status = (
+            self.status_errors if self.unexpected_status is None else self.unexpected_status
+        )
         return (
             self.connect_errors
             + self.read_errors
             + self.write_errors
-            + self.status_errors
+            + bad_status
             + self.timeout_errors
         )
 
