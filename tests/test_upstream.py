@@ -231,6 +231,26 @@ def test_upstream_file_is_pulled_once_and_checked(
     assert upstream.count(f"/files/{entry['filename']}.metadata") == 1
 
 
+def test_a_file_the_upstream_no_longer_lists_is_no_longer_served(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Files are served while a cached page announces them: once the refreshed page drops
+    one, its URL answers 404 (even in a process that served it before)."""
+    proxy = make_proxy(tmp_path, upstream, upstream_ttl=0)
+    fill_upstream(upstream, tmp_path)
+    client = create_app(services=proxy).test_client()
+    entry = next(f for f in page(client)["files"] if f["filename"].endswith("none-any.whl"))
+    assert client.get(file_path(entry)).status_code == 200
+    assert client.get(file_path(entry)).status_code == 200
+    with upstream._lock:
+        upstream.projects["libup"] = [
+            f for f in upstream.projects["libup"] if f.filename != entry["filename"]
+        ]
+    assert entry["filename"] not in filenames(page(client))  # the page is fetched again
+    gone = client.get(file_path(entry))
+    assert gone.status_code == 404 and entry["filename"] in gone.text
+
+
 def test_tampered_upstream_file_is_refused_and_not_stored(
     proxy: Services, upstream: FakeUpstream, tmp_path: Path
 ) -> None:

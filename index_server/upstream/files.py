@@ -8,6 +8,8 @@ page announced, and only then stored and recorded. A mismatch is refused; nothin
 from __future__ import annotations
 
 import tempfile
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -19,32 +21,72 @@ from index_server.locks import named_lock
 from index_server.services import Services
 from index_server.simple.model import SimpleFile
 from index_server.upstream.fetch import download_verified
-from index_server.upstream.pages import load_files, read_states
+from index_server.upstream.pages import PageState, load_files
 from storage import blob_key
+
+# Per process: the files each cached upstream page announces, by (upstream, project,
+# content hash): a changed page has another hash, so an entry is never stale, only unused.
+_ANNOUNCED_PAGES = 512
+_announced: OrderedDict[tuple[str, str, str], dict[tuple[str, str], SimpleFile]] = OrderedDict()
+# Per process: blobs known to be pulled through (their rows are never removed).
+_PULLED_KEPT = 100_000
+_pulled: set[tuple[str, str]] = set()
+_memo_lock = threading.Lock()
 
 
 def find_announced(
     services: Services, project: str, sha256: str, filename: str
 ) -> SimpleFile | None:
-    """The upstream page entry for this file, if a cached page announces it."""
-    with read_connection(services.engine) as conn:
-        states = read_states(conn, project)
-        pages = [states[u] for u in services.settings.upstream_urls if u in states]
-        for files in load_files(conn, project, pages):
-            for entry in files:
-                if entry.filename == filename and entry.hashes.get("sha256") == sha256:
-                    return entry
+    """The upstream page entry for this file, if a cached page announces it.
+
+    One indexed lookup of the project's page states; a page's files are parsed once per
+    process and version of the page, not on every download.
+    """
+    states = services.hot.upstream_states(project)
+    for upstream in services.settings.upstream_urls:
+        state = states.get(upstream)
+        if state is None or state.status != 200:
+            continue
+        entry = _announced_files(services, project, state).get((filename, sha256))
+        if entry is not None:
+            return entry
     return None
+
+
+def _announced_files(
+    services: Services, project: str, state: PageState
+) -> dict[tuple[str, str], SimpleFile]:
+    key = (state.upstream, project, state.content_hash)
+    with _memo_lock:
+        found = _announced.get(key)
+        if found is not None:
+            _announced.move_to_end(key)
+            return found
+    with read_connection(services.engine) as conn:
+        pages = load_files(conn, project, [state])
+    found = {(f.filename, f.hashes.get("sha256", "")): f for page in pages for f in page}
+    with _memo_lock:
+        _announced[key] = found
+        while len(_announced) > _ANNOUNCED_PAGES:
+            _announced.popitem(last=False)
+    return found
 
 
 def is_pulled(services: Services, sha256: str, name: str) -> bool:
     """Whether this upstream blob was pulled through (and so is in storage)."""
+    if (sha256, name) in _pulled:
+        return True
     with read_connection(services.engine) as conn:
         found = conn.execute(
             select(upstream_files.c.id).where(
                 upstream_files.c.sha256 == sha256, upstream_files.c.filename == name
             )
         ).first()
+    if found is not None:
+        with _memo_lock:
+            if len(_pulled) >= _PULLED_KEPT:
+                _pulled.clear()
+            _pulled.add((sha256, name))
     return found is not None
 
 
