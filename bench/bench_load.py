@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
@@ -58,6 +60,9 @@ from load_background import (  # noqa: E402
 )
 from load_set import (  # noqa: E402
     MB,
+    NEW_VERSION,
+    PAGE_HEADERS,
+    PLATFORM,
     Package,
     StormTarget,
     prepare_set,
@@ -275,6 +280,62 @@ def measure_window(
         uploads=in_window(background.upload_events(), started, ended),
         builds=in_window(background.build_events(), started, ended),
     )
+
+
+PIP_PACED = -1  # --think-ms pip
+
+
+def think_ms_arg(value: str) -> int:
+    return PIP_PACED if value == "pip" else int(value)
+
+
+def measure_pip_pace(
+    server_url: str, packages: list[Package], targets: list[StormTarget], work: Path
+) -> dict[str, float]:
+    """How long a real pip works between two requests: ``pip download`` of the whole set
+    (the fastest thing pip does with it: no install), minus the time the same requests take
+    one after another without pip, spread over the requests. Best of three."""
+    from tests.conftest import clean_client_env
+
+    index = f"{server_url}/{PLATFORM}/simple/"
+    specs = [f"{p.name}=={NEW_VERSION}" for p in packages]
+    paths = [path for t in targets for path in (t.page, t.metadata, t.wheel)]
+    pip_seconds, fetch_seconds = [], []
+    for run in range(3):
+        dest = work / f"pip-pace-{run}"
+        started = time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--dest",
+                str(dest),
+                "--index-url",
+                index,
+                *specs,
+            ],
+            env=clean_client_env(),
+            check=True,
+        )
+        pip_seconds.append(time.monotonic() - started)
+        shutil.rmtree(dest, ignore_errors=True)
+        with requests.Session() as session:
+            started = time.monotonic()
+            for path in paths:
+                session.get(server_url + path, headers=PAGE_HEADERS).raise_for_status()
+            fetch_seconds.append(time.monotonic() - started)
+    pip_s, fetch_s = min(pip_seconds), min(fetch_seconds)
+    think = max(0.0, (pip_s - fetch_s) / len(paths) * 1000)
+    return {
+        "pip_seconds": round(pip_s, 3),
+        "requests": len(paths),
+        "fetch_seconds": round(fetch_s, 3),
+        "think_ms": round(think),
+    }
 
 
 def storm_script(path: Path, targets: list[StormTarget], args: argparse.Namespace) -> Path:
@@ -532,7 +593,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "wrk: wrk's own count of statuses >= 400",
     )
     parser.add_argument(
-        "--think-ms", type=int, default=0, help="a client's pause before each request"
+        "--think-ms",
+        type=think_ms_arg,
+        default=0,
+        help="a client's pause before each request, in ms; 'pip': as long as a real pip "
+        "process works between its requests (measured on this set first)",
     )
     parser.add_argument(
         "--breakdown",
@@ -635,6 +700,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"set ready in {seconds:.1f} s; warming the cache ...", flush=True)
         targets = warm_cache(server.url, packages)
         report["set"] = describe_set(targets)
+        if args.think_ms == PIP_PACED:
+            pace = measure_pip_pace(server.url, packages, targets, work)
+            report["pip_pace"] = pace
+            args.think_ms = pace["think_ms"]
+            print(f"pip's pace: {pace}", flush=True)
         background = start_background(
             server, upstream, args.upload_rate, args.runner, args.builds_ahead, work
         )
