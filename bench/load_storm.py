@@ -24,9 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from load_set import DOWNLOAD_HEADERS, PAGE_HEADERS, StormTarget
-from wrkrun import WrkResult, run_wrk
+from wrkrun import WRKJSON_LUA, WrkResult, run_wrk
 
-STORM_LUA = r"""
+STORM_LUA = (
+    r"""
 local paths = {%(paths)s}
 local is_page = {%(is_page)s}
 local page_headers = %(page_headers)s
@@ -82,16 +83,9 @@ function done(summary, latency, requests)
     counted = string.format(',"unexpected_status":%%d,"status_counts":{%%s}',
       bad, table.concat(counts, ","))
   end
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect_errors":%%d,' ..
-    '"read_errors":%%d,"write_errors":%%d,"status_errors":%%d,"timeout_errors":%%d,' ..
-    '"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%.1f%%s}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
-    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean, counted))
-end
 """
+    + WRKJSON_LUA
+)
 
 
 def _lua_table(headers: dict[str, str]) -> str:

@@ -8,9 +8,23 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# The end of every script's done(): one JSON line of wrk's summary, plus the fields in
+# ``counted`` (a string of ``,"key":value`` pairs, or "").
+WRKJSON_LUA = r"""  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect_errors":%%d,' ..
+    '"read_errors":%%d,"write_errors":%%d,"status_errors":%%d,"timeout_errors":%%d,' ..
+    '"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%.1f%%s}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean, counted))
+end
+"""
+
 # Chooses a path (and its If-None-Match, when given) per request: random, or in turn for
 # warm-ups. Prints one JSON line at the end, so nothing depends on wrk's text layout.
-LUA_TEMPLATE = r"""
+LUA_TEMPLATE = (
+    r"""
 local paths = {%(paths)s}
 local etags = %(etags)s
 local sequential = %(sequential)s
@@ -41,16 +55,10 @@ function request()
   return wrk.format(nil, paths[i], wrk.headers)
 end
 function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect_errors":%%d,' ..
-    '"read_errors":%%d,"write_errors":%%d,"status_errors":%%d,"timeout_errors":%%d,' ..
-    '"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"mean_us":%%.1f}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
-    e.status, e.timeout, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency.max, latency.mean))
-end
+  local counted = ""
 """
+    + WRKJSON_LUA
+)
 
 
 @dataclass

@@ -159,8 +159,8 @@ class LiveServer:
         return self.cli("token", "create", "--scope", scope).stdout.strip()
 
 
-def start_server(data_dir: Path, log_path: Path, **env_extra: str) -> LiveServer:
-    port = free_port()
+def server_env(data_dir: Path, **env_extra: str) -> dict[str, str]:
+    """The environment of a test server on ``data_dir`` (its own database in PostgreSQL mode)."""
     env = {
         **os.environ,
         "WHEELFARM_DATA_DIR": str(data_dir),
@@ -171,6 +171,12 @@ def start_server(data_dir: Path, log_path: Path, **env_extra: str) -> LiveServer
     database = database_for(data_dir)
     if database and "WHEELFARM_DATABASE_URL" not in env_extra:
         env["WHEELFARM_DATABASE_URL"] = database
+    return env
+
+
+def start_server(data_dir: Path, log_path: Path, **env_extra: str) -> LiveServer:
+    port = free_port()
+    env = server_env(data_dir, **env_extra)
     log = log_path.open("wb")
     process = subprocess.Popen(
         [

@@ -36,7 +36,7 @@ from typing import Any
 
 import requests
 
-from tests.conftest import ADMIN_TOKEN, BIN, database_for, free_port
+from tests.conftest import BIN, free_port, server_env
 from tests.upstream_server import FakeUpstream
 from tests.warm_helpers import HttpTestWorker
 
@@ -283,17 +283,7 @@ def _living_in_group(group: int) -> list[int]:
 
 
 def killable_server(data_dir: Path, log_path: Path, **env_extra: str) -> KillableServer:
-    env = {
-        **os.environ,
-        "WHEELFARM_DATA_DIR": str(data_dir),
-        "WHEELFARM_ADMIN_TOKEN": ADMIN_TOKEN,
-        "WHEELFARM_UPSTREAM_URL": "none",
-        **env_extra,
-    }
-    database = database_for(data_dir)
-    if database and "WHEELFARM_DATABASE_URL" not in env_extra:
-        env["WHEELFARM_DATABASE_URL"] = database
-    return KillableServer(data_dir, log_path, free_port(), env)
+    return KillableServer(data_dir, log_path, free_port(), server_env(data_dir, **env_extra))
 
 
 # --- what an index and a data folder hold ---------------------------------------------------

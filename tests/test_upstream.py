@@ -13,13 +13,12 @@ import pytest
 from sqlalchemy import func, select
 
 from index_server.app import create_app
-from index_server.config import Settings
 from index_server.db.schema import build_jobs, upstream_files
 from index_server.ingest import ingest_file
 from index_server.services import Services, build_services
 from tests.conftest import ADMIN_TOKEN
 from tests.factory import make_sdist, make_wheel
-from tests.upstream_server import FakeUpstream
+from tests.upstream_server import FakeUpstream, proxy_services
 
 PLATFORM = "debian-12-py3.11-x86_64"
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -34,15 +33,7 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[FakeUpstream]:
 
 
 def make_proxy(tmp_path: Path, upstream: FakeUpstream, **overrides: object) -> Services:
-    values: dict[str, object] = {"upstream_timeout": 2.0, **overrides}
-    settings = Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        admin_token=ADMIN_TOKEN,
-        upstream_urls=(upstream.url,),
-        **values,
-    )
-    return build_services(settings)
+    return proxy_services(tmp_path, upstream, **{"upstream_timeout": 2.0, **overrides})
 
 
 @pytest.fixture

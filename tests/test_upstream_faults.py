@@ -24,11 +24,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from index_server.app import create_app
-from index_server.config import Settings
 from index_server.db.schema import upstream_files, upstream_pages
 from index_server.locks import named_lock
-from index_server.services import Services, build_services
-from tests.conftest import ADMIN_TOKEN
+from index_server.services import Services
 from tests.factory import make_sdist, make_wheel
 from tests.fault_helpers import (
     ERROR_500,
@@ -44,6 +42,7 @@ from tests.fault_helpers import (
     FaultyUpstream,
     scan_blobs,
 )
+from tests.upstream_server import proxy_services
 
 PLATFORM = "debian-12-py3.11-x86_64"
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -88,14 +87,7 @@ def make_proxy(tmp_path: Path, upstream: FaultyUpstream, **overrides: object) ->
         "upstream_retry_after": 0,  # and after a failure, the next request tries again
         **overrides,
     }
-    settings = Settings.from_env(
-        {},
-        data_dir=tmp_path / "data",
-        admin_token=ADMIN_TOKEN,
-        upstream_urls=(upstream.url,),
-        **values,
-    )
-    return build_services(settings)
+    return proxy_services(tmp_path, upstream, **values)
 
 
 @pytest.fixture

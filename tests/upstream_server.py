@@ -16,8 +16,12 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+
+if TYPE_CHECKING:
+    from index_server.services import Services
 
 
 @dataclass
@@ -194,3 +198,19 @@ class FakeUpstream:
                     self._send(404, b"not found")
 
         return Handler
+
+
+def proxy_services(tmp_path: Path, upstream: FakeUpstream, **overrides: object) -> Services:
+    """Services of an index in ``tmp_path / "data"`` proxying ``upstream`` (in-process)."""
+    from index_server.config import Settings
+    from index_server.services import build_services
+    from tests.conftest import ADMIN_TOKEN
+
+    settings = Settings.from_env(
+        {},
+        data_dir=tmp_path / "data",
+        admin_token=ADMIN_TOKEN,
+        upstream_urls=(upstream.url,),
+        **overrides,
+    )
+    return build_services(settings)
