@@ -22,6 +22,8 @@ from index_server.config import Settings
 from index_server.services import Services, build_services
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from tests.s3_helpers import MotoServer
 
 ADMIN_TOKEN = "wf_test-admin-token-0123456789"
@@ -51,13 +53,13 @@ def database_for(data_dir: Path) -> str | None:
         engine = create_engine(TEST_POSTGRES_URL, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             if template not in _created_databases:  # migrated once, copied for each test
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)'))
+                drop_database(conn, template)
                 conn.execute(text(f'CREATE DATABASE "{template}"'))
                 from index_server.db.migrate import upgrade
 
                 upgrade(url(template))
                 _created_databases.add(template)
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            drop_database(conn, name)
             conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
         engine.dispose()
         _created_databases.add(name)
@@ -78,13 +80,29 @@ def _postgres_databases() -> Iterator[None]:
     Settings.resolved_database_url = property(resolved)  # type: ignore[assignment,method-assign]
     yield
     Settings.resolved_database_url = original  # type: ignore[method-assign]
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     engine = create_engine(TEST_POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         for name in _created_databases:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            drop_database(conn, name)
     engine.dispose()
+
+
+def drop_database(conn: Connection, name: str, attempts: int = 20) -> None:
+    """DROP DATABASE ... WITH (FORCE), again while it is refused: FORCE cannot end an
+    autovacuum worker (it runs as the server's superuser), which soon ends by itself."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(attempts):
+        try:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 def free_port() -> int:
