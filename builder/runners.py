@@ -49,22 +49,37 @@ class Mount:
     read_only: bool = True
 
 
+# The lowest CPU weight a cgroup takes (an ordinary process weighs 1024): a build uses idle
+# CPU up to ``cpus`` but yields at once to anything else on the host, such as an index
+# server answering image builds on the same machine.
+LOWEST_CPU_SHARES = 2
+ORDINARY_CPU_SHARES = 1024
+
+
 @dataclass(frozen=True)
 class Limits:
     memory: str | None = "2g"  # podman/docker syntax: 512m, 2g
     cpus: float | None = 1.0
     pids: int | None = 2048
+    cpu_shares: int | None = LOWEST_CPU_SHARES  # weight under contention, 2..262144
 
     @classmethod
     def from_platform(cls, platform: Platform) -> Limits:
-        """The limits in the platform TOML's ``[build]`` table (memory, cpus, pids)."""
+        """The limits in the platform TOML's ``[build]`` table (memory, cpus, pids,
+        cpu_shares)."""
         table = platform.build_limits
         default = cls()
         return cls(
             memory=str(table.get("memory", default.memory)),
             cpus=float(table.get("cpus", default.cpus)),  # type: ignore[arg-type]
             pids=int(table.get("pids", default.pids)),  # type: ignore[call-overload]
+            cpu_shares=int(table.get("cpu_shares", default.cpu_shares)),  # type: ignore[call-overload]
         )
+
+    @property
+    def yields_cpu(self) -> bool:
+        """Whether the build runs below an ordinary process's CPU weight."""
+        return self.cpu_shares is not None and self.cpu_shares < ORDINARY_CPU_SHARES
 
 
 @dataclass
@@ -182,6 +197,10 @@ class ContainerRunner:
     engine: str = "podman"
     extra_args: Sequence[str] = ()  # e.g. ("--security-opt", "label=disable")
     name_prefix: str = "wheelfarm-build"
+    # The cgroup the containers go under (``--cgroup-parent``). Each container's
+    # ``cpu_shares`` weighs it against its siblings only: to make builds yield to the rest
+    # of the host, give this parent the lowest CPU weight (README, "Sharing a host").
+    cgroup_parent: str | None = None
     isolates_network = True
 
     def __post_init__(self) -> None:
@@ -201,7 +220,10 @@ class ContainerRunner:
         user: str,
         workdir: str,
     ) -> list[str]:
-        args = [
+        # The engine's own processes (podman, conmon) run in the caller's cgroup: when the
+        # build yields the CPU, so do they.
+        args = ["nice", "-n", "19"] if limits.yields_cpu else []
+        args += [
             self.engine,
             "run",
             "--rm",
@@ -229,6 +251,10 @@ class ContainerRunner:
             args.append(f"--cpus={limits.cpus:g}")
         if limits.pids:
             args.append(f"--pids-limit={limits.pids}")
+        if limits.cpu_shares:
+            args.append(f"--cpu-shares={limits.cpu_shares}")
+        if self.cgroup_parent:
+            args.append(f"--cgroup-parent={self.cgroup_parent}")
         targets = {m.target for m in mounts}
         if "/tmp" not in targets:
             args += ["--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777"]
@@ -434,6 +460,8 @@ class HostRunner:
             if limits.memory and shutil.which("prlimit"):
                 # prlimit rather than preexec_fn: safe when the worker runs threads.
                 args = ["prlimit", f"--data={_parse_size(limits.memory)}", "--", *args]
+            if limits.yields_cpu:
+                args = ["nice", "-n", "19", *args]  # no cgroup here: the lowest priority
             log_path = scratch.parent / f"{scratch.name}.log"
             start = time.monotonic()
             with log_path.open("wb") as log:

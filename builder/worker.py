@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 from builder import protocol
 from builder.build import BuildResult, BuildSettings, build_wheel
 from builder.fetch import HashMismatch, fetch_with_hash
-from builder.runners import HostRunner, Runner
+from builder.runners import ContainerRunner, HostRunner, Runner
 from platforms import Platform
 
 log = logging.getLogger("wheelfarm.worker")
@@ -206,6 +206,7 @@ class Worker:
     ca_bundle: Path | None = None
     tools_index_url: str = "https://pypi.org/simple/"
     tools_env: dict[str, str] = field(default_factory=dict)  # e.g. PIP_CERT, host runner only
+    cgroup_parent: str | None = None  # container runners: where the build containers go
     _host_runners: dict[str, Runner] = field(default_factory=dict)
 
     def run(self, stop: threading.Event, max_jobs: int | None = None) -> int:
@@ -346,6 +347,7 @@ class Worker:
             out,
             settings=settings,
             engine=self.runner,
+            runner=ContainerRunner(self.runner, cgroup_parent=self.cgroup_parent),
             ca_bundle=self.ca_bundle,
             on_output=on_output,
         )

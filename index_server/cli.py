@@ -131,10 +131,13 @@ def serve(
     ctx: click.Context, host: str, port: int, workers: int | None, threads: int, access_log: bool
 ) -> None:
     """Run the index server (gunicorn)."""
-    from index_server.serve import default_workers
+    from index_server.serve import AddressInUse, default_workers
     from index_server.serve import serve as run
 
-    run(_settings(ctx), host, port, workers or default_workers(), threads, access_log)
+    try:
+        run(_settings(ctx), host, port, workers or default_workers(), threads, access_log)
+    except AddressInUse as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()
@@ -344,6 +347,13 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
 @click.option("--max-jobs", default=None, type=int, help="Stop after this many jobs each.")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--name", default=None, help="Worker name; default: host name and number.")
+@click.option(
+    "--cgroup-parent",
+    envvar="WHEELFARM_BUILD_CGROUP_PARENT",
+    default=None,
+    help="Cgroup for the build containers (podman/docker --cgroup-parent); give it the "
+    "lowest CPU weight so that builds yield to an index server on the same host.",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -356,6 +366,7 @@ def worker(
     max_jobs: int | None,
     work_dir: Path | None,
     name: str | None,
+    cgroup_parent: str | None,
 ) -> None:
     """Build wheels for the server's queue (talks to the server over HTTP only)."""
     import signal
@@ -397,6 +408,7 @@ def worker(
             work_dir=work_dir,
             poll_seconds=poll,
             tools_env=tools_env,
+            cgroup_parent=cgroup_parent,
         )
         for i in range(jobs)
     ]

@@ -7,6 +7,7 @@ with libffi-dev is derived once too (it needs Debian's mirror, through apt).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import subprocess
@@ -30,7 +31,7 @@ from builder.images import (
     image_label,
     image_name,
 )
-from builder.runners import ContainerRunner, Limits, Mount
+from builder.runners import LOWEST_CPU_SHARES, ContainerRunner, Limits, Mount
 from platforms import Platform, load_platforms
 from tests.builder_helpers import (
     LocalIndex,
@@ -152,11 +153,13 @@ def test_runner_passes_only_the_given_env_and_applies_limits(
             "touch /data/new 2>/dev/null || echo MOUNT-READ-ONLY; cat /data/hello.txt; echo; "
             "cat /sys/fs/cgroup/memory.max 2>/dev/null "
             "|| cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
-            "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+            "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; "
+            "echo CPU-WEIGHT $(cat /sys/fs/cgroup/cpu.weight 2>/dev/null "
+            "|| cat /sys/fs/cgroup/cpu/cpu.shares)",
         ],
         mounts=[Mount(shared, "/data")],
         env={"ONLY_THIS": "1"},
-        limits=Limits(memory="256m", cpus=0.5, pids=64),
+        limits=Limits(memory="256m", cpus=0.5, pids=64, cpu_shares=LOWEST_CPU_SHARES),
         timeout=60,
     )
     assert result.ok, result.log
@@ -167,6 +170,38 @@ def test_runner_passes_only_the_given_env_and_applies_limits(
     assert "hi" in result.log
     assert str(256 * 1024 * 1024) in result.log.split()
     assert "64" in result.log.split()
+    # The lowest weight: cpu.shares 2 on cgroup v1, cpu.weight 1 on v2.
+    assert re.search(r"^CPU-WEIGHT (2|1)$", result.log, re.M), result.log
+
+
+def test_runner_puts_builds_under_a_low_weight_cgroup_that_yields(env: Env) -> None:
+    """README, "Sharing a host": a parent cgroup with the lowest CPU weight, and the worker's
+    --cgroup-parent; the build's processes, and the engine's, run at niceness 19."""
+    name = f"wf-test-{uuid.uuid4().hex[:8]}"
+    v1 = Path("/sys/fs/cgroup/cpu")
+    parent = v1 / name if v1.is_dir() else Path("/sys/fs/cgroup") / name
+    parent.mkdir()
+    try:
+        (parent / ("cpu.shares" if v1.is_dir() else "cpu.weight")).write_text("2\n")
+        runner = ContainerRunner(cgroup_parent=f"/{name}")
+        result = runner.run(
+            image_name(env.platform),
+            ["sh", "-c", "cat /proc/self/cgroup; echo NICE $(nice)"],
+            timeout=60,
+        )
+        assert result.ok, result.log
+        assert "NICE 19" in result.log
+        if v1.is_dir():  # the host's cgroup namespace: the full path shows
+            assert re.search(rf"^\d+:[\w,]*cpu[\w,]*:/{name}/libpod-\w+$", result.log, re.M)
+        assert not list(parent.glob("libpod-*")), "the container's cgroup is gone"
+    finally:  # the engine made the parent in every cgroup v1 hierarchy, with a conmon child
+        made = [
+            *Path("/sys/fs/cgroup").glob(f"*/{name}/*/"),
+            *Path("/sys/fs/cgroup").glob(f"*/{name}/"),
+        ]
+        for folder in [*made, parent]:
+            with contextlib.suppress(FileNotFoundError):
+                folder.rmdir()
 
 
 def test_runner_network_none_cannot_reach_the_index(env: Env) -> None:

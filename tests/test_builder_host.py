@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from builder.build import build_wheel
-from builder.runners import HostRunner, Mount, PlatformMismatch, host_mismatches
+from builder.runners import (
+    ORDINARY_CPU_SHARES,
+    HostRunner,
+    Limits,
+    Mount,
+    PlatformMismatch,
+    host_mismatches,
+)
 from platforms import load_platforms
 from tests.builder_helpers import make_c_extension_sdist, shared_local_index
 
@@ -65,6 +72,15 @@ def test_host_runner_maps_paths_and_passes_only_the_given_env(
     assert lines[1] == f"{data}/x"
     assert "do-not-leak" not in result.log
     assert f"PATH={host_runner.tools_venv()}/bin:" in result.log
+
+
+def test_host_runner_steps_yield_the_cpu(host_runner: HostRunner) -> None:
+    """No cgroup on the host: a step with the lowest CPU weight runs at niceness 19."""
+    low = host_runner.run("host", ["nice"], timeout=30)
+    ordinary = host_runner.run(
+        "host", ["nice"], limits=Limits(cpu_shares=ORDINARY_CPU_SHARES), timeout=30
+    )
+    assert (low.log.strip(), ordinary.log.strip()) == ("19", str(os.nice(0)))
 
 
 def test_host_runner_time_limit(host_runner: HostRunner) -> None:
