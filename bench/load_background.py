@@ -210,10 +210,35 @@ def add_build_tools(upstream: FakeUpstream) -> None:
         upstream.add(wheel)
 
 
+BUILD_CGROUP = "wheelfarm-builds"
+
+
+def low_weight_cgroup() -> str | None:
+    """The README's "Sharing a host" set-up, as an operator does it: a parent cgroup with the
+    lowest CPU weight for the build containers. None where this process cannot make it."""
+    root = Path("/sys/fs/cgroup")
+    v1 = root / "cpu"
+    folder, knob, weight = (
+        (v1 / BUILD_CGROUP, "cpu.shares", "2")
+        if v1.is_dir()
+        else (root / BUILD_CGROUP, "cpu.weight", "1")
+    )
+    try:
+        if not v1.is_dir() and "cpu" not in (root / "cgroup.subtree_control").read_text():
+            (root / "cgroup.subtree_control").write_text("+cpu")
+        folder.mkdir(exist_ok=True)
+        (folder / knob).write_text(weight)
+    except OSError:
+        return None
+    return f"/{BUILD_CGROUP}"
+
+
 def start_build_worker(
-    server: LiveServer, token: str, runner: str, log: Path
+    server: LiveServer, token: str, runner: str, log: Path, cgroup_parent: str | None = None
 ) -> subprocess.Popen[bytes]:
     env = {**server.env, "WHEELFARM_TOOLS_INDEX_URL": tools_index_url()}
+    if cgroup_parent:
+        env["WHEELFARM_BUILD_CGROUP_PARENT"] = cgroup_parent
     return subprocess.Popen(
         [
             str(BIN / "wheelfarm"),
@@ -294,7 +319,11 @@ def start_background(
     runner, why = choose_runner(wanted_runner)
     feeder, worker = None, None
     if runner != "none":
-        worker = start_build_worker(server, server.token("build"), runner, work / "worker.log")
+        cgroup = low_weight_cgroup() if runner != "host" else None
+        why += f"; builds under {cgroup} (lowest CPU weight)" if cgroup else ""
+        worker = start_build_worker(
+            server, server.token("build"), runner, work / "worker.log", cgroup
+        )
         (work / "sdists").mkdir()
         feeder = BuildFeeder(server.url, upstream, work / "sdists", builds_ahead)
         feeder.start()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from index_server.blob_cache import SmallBlobCache
 from index_server.config import Settings
 from index_server.db.engine import make_engine
 from index_server.db.migrate import upgrade
@@ -26,6 +27,7 @@ class Services:
     storage: BlobStorage
     platforms: dict[str, Platform]
     pages: PageCache = field(default_factory=PageCache)
+    small_blobs: SmallBlobCache = field(default_factory=SmallBlobCache)
     hot: HotQueries = field(init=False)
 
     def __post_init__(self) -> None:

@@ -210,11 +210,21 @@ def test_core_metadata(shared: Index) -> None:
         assert files[wheel.name]["core-metadata"] == {"sha256": digest}
         assert files[wheel.name]["dist-info-metadata"] == {"sha256": digest}
         url = anchor["href"].partition("#")[0] + ".metadata"
-        response = shared.client.get(urlsplit(urljoin(f"http://x{PAGE}", url)).path)
-        assert response.status_code == 200
-        assert response.data == raw
-        assert hashlib.sha256(response.data).hexdigest() == digest
-        assert response.headers["ETag"]
+        path = urlsplit(urljoin(f"http://x{PAGE}", url)).path
+        for _ in range(2):  # read from storage, then from the process's memory
+            response = shared.client.get(path)
+            assert response.status_code == 200
+            assert response.data == raw
+            assert hashlib.sha256(response.data).hexdigest() == digest
+            assert response.headers["ETag"] == f'"{digest}"'
+            assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert response.headers["Content-Length"] == str(len(raw))
+            assert "immutable" in response.headers["Cache-Control"]
+        again = shared.client.get(path, headers={"If-None-Match": f'"{digest}"'})
+        assert again.status_code == 304 and again.data == b""
+        part = shared.client.get(path, headers={"Range": "bytes=0-9"})
+        assert part.status_code == 206 and part.data == raw[:10]
+        assert part.headers["Content-Range"] == f"bytes 0-9/{len(raw)}"
     sdist = page.anchor(shared.sdist.name)
     assert "data-core-metadata" not in sdist
     assert "data-dist-info-metadata" not in sdist

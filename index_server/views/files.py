@@ -28,6 +28,7 @@ bp = Blueprint("files", __name__)
 
 IMMUTABLE = "public, max-age=365000000, immutable"
 STREAM_CHUNK = 64 * 1024
+METADATA_TYPE = "text/plain"
 
 
 def _split(filename: str) -> tuple[str, bool]:
@@ -44,7 +45,7 @@ def _send_local(record: ServedFile, metadata: bool) -> Response:
     if metadata:
         if not record.metadata_sha256:
             fail(404, f"no metadata file for {record.filename}")
-        return _send_blob(record.metadata_sha256, "text/plain", None)
+        return _send_metadata(record.metadata_sha256)
     return _send_blob(record.sha256, _mimetype(record.filename), record.filename)
 
 
@@ -93,7 +94,7 @@ def platform_download(platform: str, project: str, sha256: str, filename: str) -
         except LockTimeout:
             fail(503, f"{name} is being fetched by another request; retry shortly")
     if metadata:
-        return _send_blob(digest, "text/plain", None)
+        return _send_metadata(digest)
     version = version_of(dist_name)
     if not dist_name.endswith(".whl") and version:
         note_sdist_served(svc, plat, project, version)
@@ -104,6 +105,29 @@ def _mimetype(filename: str) -> str:
     if filename.endswith((".whl", ".zip")):
         return "application/zip"
     return "application/x-tar" if filename.endswith(".tar") else "application/gzip"
+
+
+def _send_metadata(digest: str) -> Response:
+    """A PEP 658 metadata file, from this process's memory once read (unless the storage
+    redirects downloads elsewhere)."""
+    svc = services()
+    data = svc.small_blobs.get(digest)
+    if data is None:
+        key = blob_key(digest)
+        if svc.storage.url(key, digest):
+            return _send_blob(digest, METADATA_TYPE, None)
+        try:
+            with svc.storage.open(key) as stream:
+                data = stream.read(svc.small_blobs.max_blob + 1)
+        except FileNotFoundError:
+            fail(404, "file bytes are missing from storage")
+        if len(data) > svc.small_blobs.max_blob:
+            return _send_blob(digest, METADATA_TYPE, None)
+        svc.small_blobs.add(digest, data)
+    response = Response(data, mimetype=METADATA_TYPE)
+    response.set_etag(digest)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response.make_conditional(request, accept_ranges=True, complete_length=len(data))
 
 
 def _send_blob(digest: str, mimetype: str, download_name: str | None) -> Response:
