@@ -426,6 +426,22 @@ def test_etag_and_304_on_files(shared: Index) -> None:
             assert again.data == b""
 
 
+def test_file_download_headers(shared: Index) -> None:
+    for path, content_type in (
+        (shared.pure, "application/zip"),
+        (shared.sdist, "application/gzip"),
+    ):
+        response = shared.client.get(f"/files/{sha256_of(path)}/{path.name}")
+        assert response.status_code == 200
+        assert response.data == path.read_bytes()
+        assert response.headers["Content-Type"] == content_type
+        assert response.headers["Content-Length"] == str(path.stat().st_size)
+        assert response.headers["Content-Disposition"] == f"attachment; filename={path.name}"
+        assert response.headers["ETag"] == f'"{sha256_of(path)}"'
+        assert "immutable" in response.headers["Cache-Control"]
+        assert "Content-Encoding" not in response.headers
+
+
 def test_gzip_only_when_accepted(shared: Index) -> None:
     for url, accept in ((PAGE, "text/html"), (PAGE, V1_JSON)):
         plain = shared.client.get(url, headers={"Accept": accept})
