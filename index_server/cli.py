@@ -124,7 +124,7 @@ def main(ctx: click.Context, **options: object) -> None:
 @click.option("--host", envvar="WHEELFARM_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="WHEELFARM_PORT", default=8080, show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="Processes; default: CPU count.")
-@click.option("--threads", default=2, show_default=True, type=int, help="Threads per worker.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.pass_context
 def serve(
