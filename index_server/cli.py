@@ -131,12 +131,12 @@ def serve(
     ctx: click.Context, host: str, port: int, workers: int | None, threads: int, access_log: bool
 ) -> None:
     """Run the index server (gunicorn)."""
-    from index_server.serve import AddressInUse, default_workers
+    from index_server.serve import CannotListen, default_workers
     from index_server.serve import serve as run
 
     try:
         run(_settings(ctx), host, port, workers or default_workers(), threads, access_log)
-    except AddressInUse as exc:
+    except CannotListen as exc:
         raise click.ClickException(str(exc)) from None
 
 

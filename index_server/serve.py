@@ -49,7 +49,7 @@ class WheelfarmServer(BaseApplication):  # type: ignore[misc]
         return create_app(services=build_services(self.settings, migrate=False))
 
 
-class AddressInUse(RuntimeError):
+class CannotListen(RuntimeError):
     pass
 
 
@@ -62,14 +62,14 @@ def check_address_free(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise AddressInUse(f"cannot listen on {host}:{port}: {exc}") from exc
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc}") from exc
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
         try:
             probe.bind(address)
         except OSError as exc:
-            raise AddressInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def serve(

@@ -321,6 +321,10 @@ def test_index_server_redirects_to_presigned_urls(
         with urllib.request.urlopen(location, timeout=10) as fetched:
             assert fetched.read() == wheel.read_bytes()
             assert wheel.name in fetched.headers["Content-Disposition"]
+        metadata = client.get(f"/{PLATFORM}/files/s3demo/{digest}/{wheel.name}.metadata")
+        assert metadata.status_code == 302
+        with urllib.request.urlopen(metadata.headers["Location"], timeout=10) as fetched:
+            assert fetched.read().startswith(b"Metadata-Version: ")
     finally:
         services.engine.dispose()
 

@@ -123,8 +123,9 @@ def _send_metadata(digest: str) -> Response:
     data = svc.small_blobs.get(digest)
     if data is None:
         key = blob_key(digest)
-        if svc.storage.url(key, digest):
-            return _send_blob(digest, METADATA_TYPE, None)
+        location = svc.storage.url(key, digest)  # presigned once, not again in _send_blob
+        if location:
+            return redirect(location, code=302)
         try:
             with svc.storage.open(key) as stream:
                 data = stream.read(svc.small_blobs.max_blob + 1)
@@ -133,9 +134,7 @@ def _send_metadata(digest: str) -> Response:
         if len(data) > svc.small_blobs.max_blob:
             return _send_blob(digest, METADATA_TYPE, None)
         svc.small_blobs.add(digest, data)
-    response = Response(data, mimetype=METADATA_TYPE)
-    response.set_etag(digest)
-    response.headers["Cache-Control"] = IMMUTABLE
+    response = _immutable(Response(data, mimetype=METADATA_TYPE), digest)
     return response.make_conditional(request, accept_ranges=True, complete_length=len(data))
 
 
@@ -167,23 +166,28 @@ def _stream_response(
         body: object = FileWrapper(stream, STREAM_CHUNK)
     else:
         body = wrap_file(request.environ, stream, STREAM_CHUNK)
-    response = Response(body, mimetype=mimetype, direct_passthrough=True)
+    response = _immutable(Response(body, mimetype=mimetype, direct_passthrough=True), digest)
     if size is not None:
         response.content_length = size
-    response.set_etag(digest)
     if download_name:
         response.headers["Content-Disposition"] = dump_options_header(
             "attachment", {"filename": download_name}
         )
     # Never a Content-Encoding: a .tar.gz is served as is, not transparently decompressed.
-    response.headers["Cache-Control"] = IMMUTABLE
-    response.headers["Accept-Ranges"] = "bytes"
     if any(header in request.headers for header in CONDITIONAL_HEADERS):
         try:
             response.make_conditional(request, accept_ranges=True, complete_length=size)
         except RequestedRangeNotSatisfiable:
             stream.close()
             raise
+    return response
+
+
+def _immutable(response: Response, digest: str) -> Response:
+    """The headers of every blob: its digest as ETag, cacheable for good, ranges accepted."""
+    response.set_etag(digest)
+    response.headers["Cache-Control"] = IMMUTABLE
+    response.headers["Accept-Ranges"] = "bytes"
     return response
 
 
