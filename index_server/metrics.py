@@ -35,6 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -364,6 +365,18 @@ def render(services: Services) -> bytes:
     return generate_latest(registry)
 
 
+# The labelled children, looked up once: ``labels()`` builds, locks and checks each time.
+# Routes are URL rules, not paths, so there are few keys.
+@lru_cache(maxsize=4096)
+def _request_counter(route: str, method: str, status: int) -> Counter:
+    return HTTP_REQUESTS.labels(route, method, str(status))
+
+
+@lru_cache(maxsize=1024)
+def _duration_histogram(route: str) -> Histogram:
+    return HTTP_DURATION.labels(route)
+
+
 def init_app(app: Flask, services: Services) -> None:
     """Count every request, keep the page-cache counters in step, and serve ``/metrics``."""
     sync_page_cache = _PageCacheSync(services)
@@ -377,10 +390,10 @@ def init_app(app: Flask, services: Services) -> None:
         started = g.pop("metrics_started", None)
         rule = request.url_rule
         route = rule.rule if rule is not None else UNMATCHED
-        HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        _request_counter(route, request.method, response.status_code).inc()
         if started is not None:
             elapsed = time.perf_counter() - started
-            HTTP_DURATION.labels(route).observe(elapsed)
+            _duration_histogram(route).observe(elapsed)
             # One line per request at DEBUG; errors and slow requests at INFO (the
             # default level), so a busy index does not spend its CPU on its log.
             level = logging.INFO if response.status_code >= 500 or elapsed > 1 else logging.DEBUG

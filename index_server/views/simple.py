@@ -22,7 +22,9 @@ bp = Blueprint("simple", __name__)
 
 
 def _content_type() -> str:
-    chosen = choose_content_type(request.headers.get("Accept"), request.args.get("format"))
+    # Most requests have no query string: skip parsing one.
+    fmt = request.args.get("format") if request.environ.get("QUERY_STRING") else None
+    chosen = choose_content_type(request.headers.get("Accept"), fmt)
     if chosen is None:
         fail(
             406,
