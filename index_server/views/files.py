@@ -135,7 +135,9 @@ def _send_metadata(digest: str) -> Response:
             return _send_blob(digest, METADATA_TYPE, None)
         svc.small_blobs.add(digest, data)
     response = _immutable(Response(data, mimetype=METADATA_TYPE), digest)
-    return response.make_conditional(request, accept_ranges=True, complete_length=len(data))
+    if _is_conditional():
+        response.make_conditional(request, accept_ranges=True, complete_length=len(data))
+    return response
 
 
 def _send_blob(digest: str, mimetype: str, download_name: str | None) -> Response:
@@ -174,13 +176,19 @@ def _stream_response(
             "attachment", {"filename": download_name}
         )
     # Never a Content-Encoding: a .tar.gz is served as is, not transparently decompressed.
-    if any(header in request.headers for header in CONDITIONAL_HEADERS):
+    if _is_conditional():
         try:
             response.make_conditional(request, accept_ranges=True, complete_length=size)
         except RequestedRangeNotSatisfiable:
             stream.close()
             raise
     return response
+
+
+def _is_conditional() -> bool:
+    """Whether the request has a Range or a validator: only then is werkzeug's (costly)
+    ``make_conditional`` needed."""
+    return any(header in request.headers for header in CONDITIONAL_HEADERS)
 
 
 def _immutable(response: Response, digest: str) -> Response:
