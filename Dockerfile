@@ -23,6 +23,9 @@ ARG PIP_CERT=
 # --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1 (tests/test_image.py).
 ARG PIP_FIND_LINKS=
 ARG PIP_NO_INDEX=0
+# Add "fast" (gunicorn's C HTTP parser, 6-9% less CPU a request) when the base image has a
+# C compiler or PIP_FIND_LINKS holds a gunicorn_h1c wheel: it is published as an sdist.
+ARG EXTRAS=postgres,s3
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
@@ -35,7 +38,7 @@ COPY storage /src/storage
 RUN python3 -m venv /opt/wheelfarm \
  && PIP_INDEX_URL="$PIP_INDEX_URL" PIP_CERT="$PIP_CERT" PIP_FIND_LINKS="$PIP_FIND_LINKS" \
     PIP_NO_INDEX="$PIP_NO_INDEX" \
-    /opt/wheelfarm/bin/pip install --no-cache-dir "/src[postgres,s3]" \
+    /opt/wheelfarm/bin/pip install --no-cache-dir "/src[$EXTRAS]" \
  && rm -rf /src \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /var/lib/wheelfarm \
     --shell /usr/sbin/nologin wheelfarm \

@@ -88,6 +88,7 @@ from load_storm import (  # noqa: E402
 )
 from wrkrun import WrkResult, find_wrk, run_wrk, write_script  # noqa: E402
 
+from index_server.serve import http_parser  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, LiveServer, stop_server, wait_until_answering  # noqa: E402
 from tests.upstream_server import FakeUpstream  # noqa: E402
 
@@ -682,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": machine_info(),
+        "http_parser": http_parser(),
         "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     upstream = FakeUpstream(mode="json")
@@ -762,7 +764,8 @@ def print_report(
         f"{described['wheel_bytes_median'] / 1024:.0f} KiB, "
         f"{described['bytes_per_resolve'] / MB:.1f} MiB a resolve; pages of "
         f"{described['page_files_median']} files (median) to {described['page_files_max']}; "
-        f"{os.cpu_count()} CPUs shared by server, wrk, uploads and builds)"
+        f"{os.cpu_count()} CPUs shared by server, wrk, uploads and builds; HTTP parser: "
+        f"{report['http_parser']})"
     )
     print()
     print(storm_table(storm))

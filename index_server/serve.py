@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import logging.config
 import os
@@ -49,6 +50,13 @@ class WheelfarmServer(BaseApplication):  # type: ignore[misc]
         return create_app(services=build_services(self.settings, migrate=False))
 
 
+def http_parser() -> str:
+    """Which HTTP parser gunicorn uses: its C one when the ``fast`` extra is installed."""
+    if importlib.util.find_spec("gunicorn_h1c") is not None:
+        return "C (gunicorn_h1c)"
+    return "Python (install wheelfarm[fast] for the C parser)"
+
+
 class CannotListen(RuntimeError):
     pass
 
@@ -87,6 +95,7 @@ def serve(
         services.engine.dispose()
         print(f"build settings from {settings.build_settings_file}: {', '.join(projects)}")
     _configure_master_logging()
+    log.info("HTTP parser: %s", http_parser())
     _remove_leftovers(settings)
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("WHEELFARM_TEST_IMAGE_WHEELS", REPO / ".cache" / "image-wheels"))
-EXTRAS = ("postgres", "s3")  # as the Dockerfile installs it: "/src[postgres,s3]"
+EXTRAS = ("postgres", "s3")  # as the Dockerfile installs it by default (its EXTRAS)
 
 
 def requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:

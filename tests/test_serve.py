@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -102,3 +103,32 @@ def test_a_second_server_on_a_taken_port_refuses_to_start(
     first.request("GET", "/health")
     assert first.getresponse().status == 200
     first.close()
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_requests_are_parsed_in_c_and_malformed_ones_refused(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    # The test extra installs the fast extra, as the load benchmark runs the server.
+    assert "HTTP parser: C (gunicorn_h1c)" in (tmp_path / "server.log").read_text()
+    port = _port(server)
+    two = _raw(
+        port, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    assert two.count(b"HTTP/1.1 200 OK\r\n") == 2  # pipelined, both answered
+    for bad in (
+        b"GET /health HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",  # space in a field name
+        b"GET /health HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nHost: a\r\n\r\n",
+        b"G\x00T /health HTTP/1.1\r\nHost: a\r\n\r\n",
+    ):
+        assert _raw(port, bad).startswith(b"HTTP/1.1 400 "), bad
