@@ -180,6 +180,28 @@ def cleanup(ctx: click.Context, older_than: float) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("export")
+@click.option(
+    "--target",
+    envvar="WHEELFARM_EXPORT_URL",
+    required=True,
+    help="A folder (for nginx) or s3://BUCKET/PREFIX?endpoint_url=... (for a CDN).",
+)
+@click.option("--follow", is_flag=True, help="Then keep it current (every change within 1 s).")
+@click.option("--poll", default=0.2, show_default=True, help="Seconds between change checks.")
+@click.pass_context
+def export_cmd(ctx: click.Context, target: str, follow: bool, poll: float) -> None:
+    """Write every page and file of every platform to a static target (open-read indexes)."""
+    from index_server.export.command import run_export
+    from index_server.export.exporter import ReadProtected
+    from index_server.export.targets import ExportBusy
+
+    try:
+        run_export(_settings(ctx), target, follow, poll)
+    except (ExportBusy, ReadProtected, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def token() -> None:
     """API tokens."""

@@ -49,6 +49,8 @@ projects = Table(
     Column("hosted", Boolean, nullable=False, server_default=false()),
 )
 
+Index("ix_projects_serial", projects.c.serial)  # the export's polls: changed since a serial
+
 # ALL_PLATFORMS in files.platform: hosted for every platform (sdists, pure wheels).
 ALL_PLATFORMS = ""
 
@@ -118,6 +120,7 @@ upstream_pages = Table(
     UniqueConstraint("upstream", "project", name="uq_upstream_pages_upstream_project"),
 )
 Index("ix_upstream_pages_project", upstream_pages.c.project)
+Index("ix_upstream_pages_fetched_at", upstream_pages.c.fetched_at)  # the export's polls
 
 # Upstream files pulled through and kept in storage (by sha256, checked at download).
 upstream_files = Table(

@@ -7,15 +7,11 @@ from urllib.parse import quote
 from flask import Blueprint, Response, redirect, request
 from packaging.utils import canonicalize_name
 
-from index_server import repository
-from index_server.db.engine import read_connection
-from index_server.simple.cache import make_page
 from index_server.simple.http import page_response
-from index_server.simple.model import ProjectList
 from index_server.simple.negotiation import choose_content_type
+from index_server.simple.project_list import project_list_page
 from index_server.simple.project_page import ProjectNotFound, UpstreamUnavailable
 from index_server.simple.project_page import project_page as build_project_page
-from index_server.simple.render import render_project_list
 from index_server.views.common import fail, get_platform, require_read, services
 
 bp = Blueprint("simple", __name__)
@@ -54,14 +50,7 @@ def project_list(platform: str) -> Response:
     require_read()
     content_type = _content_type()
     svc = services()
-    serial = svc.hot.index_serial()
-
-    def render():  # type: ignore[no-untyped-def]
-        with read_connection(svc.engine) as conn:
-            names = tuple(repository.visible_projects(conn, plat.name))
-        return make_page(render_project_list(ProjectList(names), content_type), content_type)
-
-    page = svc.pages.get_or_render(("root", plat.name, content_type, serial), render)
+    page, serial = project_list_page(svc, plat, content_type)
     response = page_response(request, page, svc.settings.page_max_age)
     response.headers["X-PyPI-Last-Serial"] = str(serial)
     return response
