@@ -20,9 +20,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from index_server import repository
 from index_server.db.engine import read_connection
-from index_server.db.schema import build_jobs, upstream_files
+from index_server.db.schema import ALL_PLATFORMS, build_jobs, files, projects, upstream_files
 from index_server.services import Services
 from index_server.simple.cache import RenderedPage
 from index_server.simple.merge import version_of
@@ -110,9 +109,12 @@ def project_export(services: Services, platform: Platform, project: str) -> Proj
 def _linked_files(
     services: Services, platform: Platform, project: str, json_page: bytes
 ) -> dict[str, File]:
-    state = services.hot.project_state(project)
     with read_connection(services.engine) as conn:
-        records = repository.files_for_platform(conn, state.id, platform.name) if state else []
+        records = conn.execute(
+            select(files.c.sha256, files.c.filename, files.c.packagetype, files.c.version)
+            .join(projects, projects.c.id == files.c.project_id)
+            .where(projects.c.name == project, files.c.platform.in_((ALL_PLATFORMS, platform.name)))
+        ).all()
         pulled = {
             (r.sha256, r.filename)
             for r in conn.execute(

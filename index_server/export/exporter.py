@@ -98,16 +98,19 @@ class Exporter:
             self._held(path).update((path, path + ".gz"))
 
     def _write_files(self, files: dict[str, File], stats: ExportStats) -> None:
+        missing = []
         for path, entry in files.items():
             if path in self._held(path):
                 continue  # files are immutable
             try:
                 self.target.write_file(path, self.services.storage, entry.key, entry.content_type)
             except FileNotFoundError:
-                log.warning("export: blob %s of %s is missing from storage", entry.key, path)
+                missing.append(path)  # left to the server, which answers 404 for it
                 continue
             self._held(path).add(path)
             stats.files_written += 1
+        if missing:
+            log.warning("export: %d files missing from storage, e.g. %s", len(missing), missing[0])
 
     def _remove(self, paths: Iterable[str], stats: ExportStats) -> None:
         # Pages before their .gz twins (sorted puts "index.html" before "index.html.gz").

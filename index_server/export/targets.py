@@ -123,7 +123,9 @@ class FolderTarget:
                 if source is None:
                     raise OSError(errno.EXDEV, "not a local blob")
                 os.link(source, tmp)  # same file system: no copy of the bytes
-            except OSError:
+            except FileNotFoundError:
+                raise
+            except OSError:  # another file system, or links not allowed: copy
                 with storage.open(key) as stream, tmp.open("xb") as out:
                     shutil.copyfileobj(stream, out, 1024 * 1024)
                 os.chmod(tmp, 0o644)
