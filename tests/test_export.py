@@ -231,3 +231,39 @@ def test_s3_target(
 
 def wheel_id(client: FlaskClient) -> int:
     return next(f["id"] for f in api_files(client, "demo-pkg") if f["filename"].endswith(".whl"))
+
+
+def test_compose_runs_an_exporter_and_nginx_on_the_shipped_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from tests.export_helpers import SHIPPED, SHIPPED_FILES, nginx_binary
+    from tests.test_image import COMPOSE_FILE, DOTENV, _environment, _interpolated, accepts
+
+    compose = _interpolated(yaml.safe_load(COMPOSE_FILE.read_text()), DOTENV)
+    services = compose["services"]
+    exporter, nginx = services["exporter"], services["nginx"]
+    assert _environment(exporter) == _environment(services["server"])
+    accepts(exporter["command"], _environment(exporter), monkeypatch)
+    target = exporter["command"][exporter["command"].index("--target") + 1]
+    assert f"wheelfarm-export:{target}" in exporter["volumes"]
+    assert f"wheelfarm-export:{target}:ro" in nginx["volumes"]
+    conf = (SHIPPED / "nginx.conf").read_text()
+    assert f"root {target};" in conf and "server server:8080;" in conf
+    for name in (*SHIPPED_FILES, "nginx.conf"):
+        inside = "/etc/nginx/" + name
+        assert f"./deploy/nginx/{name}:{inside}:ro" in nginx["volumes"]
+    # The whole shipped config is one nginx accepts (with a host name that resolves here).
+    for name in SHIPPED_FILES:
+        shutil.copy(SHIPPED / name, tmp_path / name)
+    (tmp_path / "nginx.conf").write_text(conf.replace("server server:8080;", "server 127.0.0.1:9;"))
+    check = subprocess.run(
+        [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+         "-e", str(tmp_path / "error.log")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr

@@ -349,7 +349,7 @@ def test_compose_services_volumes_and_healthchecks(compose: dict[str, Any]) -> N
     assert ["wheelfarm-data", DATA_DIR] in mounts["server"]
     assert ["postgres-data", "/var/lib/postgresql/data"] in mounts["postgres"]
     assert ["s3-data", "/data"] in mounts["s3"]
-    used = {m[0] for ms in mounts.values() for m in ms if not m[0].startswith("/")}
+    used = {m[0] for ms in mounts.values() for m in ms if not m[0].startswith(("/", "./"))}
     assert used == declared
 
 
