@@ -267,3 +267,14 @@ def test_compose_runs_an_exporter_and_nginx_on_the_shipped_config(
         capture_output=True, text=True,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
+
+
+def test_one_exporter_per_folder(folder: FolderTarget) -> None:
+    from index_server.export.targets import ExportBusy
+
+    with folder.hold(wait=False):
+        with pytest.raises(ExportBusy, match="another exporter"):
+            with FolderTarget(folder.root).hold(wait=False):
+                pass
+    with FolderTarget(folder.root).hold(wait=False):  # free again
+        pass
