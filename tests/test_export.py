@@ -272,9 +272,45 @@ def test_compose_runs_an_exporter_and_nginx_on_the_shipped_config(
 def test_one_exporter_per_folder(folder: FolderTarget) -> None:
     from index_server.export.targets import ExportBusy
 
-    with folder.hold(wait=False):
-        with pytest.raises(ExportBusy, match="another exporter"):
-            with FolderTarget(folder.root).hold(wait=False):
-                pass
+    second = FolderTarget(folder.root)
+    with folder.hold(wait=False), pytest.raises(ExportBusy, match="another exporter"):
+        second.hold(wait=False).__enter__()
     with FolderTarget(folder.root).hold(wait=False):  # free again
         pass
+
+
+def test_merged_upstream_pages_follow_the_ttl(tmp_path: Path) -> None:
+    """A page seen through the server is exported; when its upstream page goes stale it is
+    withdrawn (so the next request reaches the server, which revalidates), and written back
+    once the server has refetched it. The exporter itself never asks the upstream."""
+    import time
+
+    from tests.upstream_server import FakeUpstream, proxy_services
+
+    upstream = FakeUpstream()
+    upstream.add(make_wheel(tmp_path, "up-proj", "1.0"))
+    svc = proxy_services(tmp_path, upstream, upstream_ttl=2)
+    try:
+        client = create_app(services=svc).test_client()
+        folder = FolderTarget(tmp_path / "export")
+        exporter = Exporter(svc, folder)
+        cursor, _ = exporter.full_export()
+        page = folder.root / PLATFORM / "simple/up-proj/index.json"
+        assert not page.exists()  # never seen: cannot be exported, nginx passes it on
+        body, _ = _served(client, f"/{PLATFORM}/simple/up-proj/", V1_JSON)
+        fetches = upstream.count("/simple/up-proj/")
+        assert exporter.step(cursor).projects == 1
+        assert page.read_bytes() == body
+        assert json.loads(body)["meta"]["tracks"]  # merged: PEP 708 tracks the upstream
+        time.sleep(2.1)
+        exporter.step(cursor)
+        assert not page.exists()  # stale: withdrawn, not refetched by the exporter
+        assert upstream.count("/simple/up-proj/") == fetches
+        upstream.add(make_wheel(tmp_path, "up-proj", "2.0"))
+        body, _ = _served(client, f"/{PLATFORM}/simple/up-proj/", V1_JSON)  # the server refetches
+        assert exporter.step(cursor).projects == 1
+        assert page.read_bytes() == body
+        assert "up_proj-2.0-py3-none-any.whl" in body.decode()
+    finally:
+        svc.engine.dispose()
+        upstream.close()
