@@ -45,6 +45,7 @@ ROOT_NAMES = ("index.html", "index.html.gz", "index.json", "index.json.gz")
 # How far back upstream fetches are looked at again: covers clock differences between the
 # servers that stamp ``fetched_at`` and transactions that commit late.
 FETCH_MARGIN = timedelta(seconds=5)
+RETRY_AFTER = 1.0  # seconds after a failed step
 
 
 class ReadProtected(RuntimeError):
@@ -218,19 +219,22 @@ class Exporter:
                 .where(upstream_pages.c.fetched_at > since)
                 .group_by(upstream_pages.c.project)
             ).all()
+        seen = dict(cursor.fetched_seen)
+        latest = cursor.fetched_since
         for project, fetched in rows:
             fetched = _aware(fetched)
-            if cursor.fetched_seen.get(project) != fetched:
+            if seen.get(project) != fetched:
                 changed.add(project)
-                cursor.fetched_seen[project] = fetched
-            cursor.fetched_since = max(cursor.fetched_since, fetched)
-        horizon = cursor.fetched_since - FETCH_MARGIN
-        cursor.fetched_seen = {p: t for p, t in cursor.fetched_seen.items() if t > horizon}
+                seen[project] = fetched
+            latest = max(latest, fetched)
         for project in sorted(changed):
             self.export_project(project, stats)
         if roots:
             self.export_roots(stats)
-            cursor.serial = serial
+        # Only now, so that a step that failed half-way is done again in full.
+        cursor.serial = serial
+        cursor.fetched_since = latest
+        cursor.fetched_seen = {p: t for p, t in seen.items() if t > latest - FETCH_MARGIN}
         now = datetime.now(UTC)
         for project in [p for p, t in self.upstream_expires.items() if t <= now]:
             self.withdraw_pages(project, stats)
@@ -241,7 +245,13 @@ class Exporter:
         log.info("export done %s target=%r", stats.line(), self.target)
         while not stop():
             began = time.perf_counter()
-            stats = self.step(cursor)
+            try:
+                stats = self.step(cursor)
+            except Exception:
+                # The database or the target is away for a moment: try the same step again.
+                log.exception("export step failed; retrying in %.0f s", RETRY_AFTER)
+                time.sleep(RETRY_AFTER)
+                continue
             if stats.projects or stats.removed or stats.pages_written:
                 stats.seconds = time.perf_counter() - began
                 log.info("export changes %s serial=%d", stats.line(), cursor.serial)
