@@ -17,6 +17,9 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
 elif [ -x /etc/init.d/nginx ]; then
   /etc/init.d/nginx stop >/dev/null 2>&1 || true
 fi
-nginx -V 2>&1 | grep -q -- --with-http_gzip_static_module \
-  || { echo "this nginx lacks gzip_static" >&2; exit 1; }
+built_with=$(nginx -V 2>&1)
+case "$built_with" in
+  *--with-http_gzip_static_module*) ;;
+  *) echo "this nginx lacks gzip_static" >&2; exit 1 ;;
+esac
 nginx -v
