@@ -231,6 +231,10 @@ def _fill(server: LiveServer) -> None:
     fill_index(Settings.from_env(server.env), n_projects=120, files_per_project=60, big_files=1500)
 
 
+def _page_count(export: Path) -> int:
+    return sum(1 for p in export.rglob("index.*") if not p.name.endswith(".gz"))
+
+
 def _check_complete(export: Path) -> int:
     """Every page parses completely, and so does its .gz twin; returns the pages seen."""
     pages = 0
@@ -260,17 +264,18 @@ def test_a_killed_exporter_leaves_no_half_page(tmp_path: Path) -> None:
         seen: list[int] = []
         for _attempt in range(4):
             exporter = start_exporter(server, export, log, follow=False)
-            # Until it has written some pages (the first full export takes seconds), then
-            # at a random moment of the export.
-            _visible(lambda: (export / PLATFORM / "simple").exists(), seconds=60)
-            time.sleep(rng.random() * 0.5)
+            # Until it writes pages the killed ones did not (a full export takes seconds;
+            # unchanged pages are not rewritten), then at a random moment after that.
+            before = _page_count(export)
+            _visible(lambda before=before: _page_count(export) > before, seconds=120)
+            time.sleep(rng.random() * 0.3)
             os.kill(exporter.pid, signal.SIGKILL)
             exporter.wait()
             seen.append(_check_complete(export))
             leftovers = list((export / ".tmp").glob("*-*"))
             killed_with_temporaries += bool(leftovers)
         total = 2 * 4 * (1 + 121)  # every project has sdists: a page on each of 4 platforms
-        assert any(0 < n < total for n in seen), seen  # some kill came mid-export
+        assert 0 < seen[0] < seen[-1] < total, seen  # every kill came mid-export
         # What a kill between a temporary's write and its rename leaves (if none did here).
         (export / ".tmp" / "page-interrupted").write_bytes(b'{"meta": {"api-ver')
         nginx = start_nginx(tmp_path / "nginx", export, server.url)
