@@ -294,7 +294,18 @@ def query_param(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "query", "description": description, "schema": schema}
 
 
-def _operation_object(
+# Parameters and bodies several routes share.
+FILE_ID = path_id("file_id", "file")
+JOB_ID = path_id("job_id", "build job")
+PROJECT = path_text("project", "the project's name (any spelling; canonicalised)")
+REASON = {"reason": {"type": ["string", "null"]}}
+# A platform's name: the configured names as an enum, filled in when the document is made.
+PLATFORM_NAME: Schema = {"x-wheelfarm-platform-name": True}
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def operation(
     operation_id: str,
     tag: str,
     summary: str,
@@ -305,8 +316,10 @@ def _operation_object(
     parameters: Iterable[Schema] = (),
     body: Schema | None = None,
     description: str = "",
-) -> Schema:
-    """One operation, with its security, the scope it needs and its error answers."""
+) -> Callable[[View], View]:
+    """Describe the view below as one operation: its answers, the scope it needs (None:
+    public) with its security and error answers, its parameters and body; see the module's
+    docstring."""
     parameters = list(parameters)
     codes = [*errors, *((401, 403) if scope else ())]
     # A body, a query or a text in the path can be malformed (or hold a NUL): 400.
@@ -334,48 +347,9 @@ def _operation_object(
         op["parameters"] = list(parameters)
     if body is not None:
         op["requestBody"] = body
-    return op
-
-
-# Parameters and bodies several routes share.
-FILE_ID = path_id("file_id", "file")
-JOB_ID = path_id("job_id", "build job")
-PROJECT = path_text("project", "the project's name (any spelling; canonicalised)")
-REASON = {"reason": {"type": ["string", "null"]}}
-# A platform's name: the configured names as an enum, filled in when the document is made.
-PLATFORM_NAME: Schema = {"x-wheelfarm-platform-name": True}
-
-View = TypeVar("View", bound=Callable[..., Any])
-
-
-def operation(
-    operation_id: str,
-    tag: str,
-    summary: str,
-    scope: str | None,
-    ok: dict[str, Schema],
-    *,
-    errors: Iterable[int] = (),
-    parameters: Iterable[Schema] = (),
-    body: Schema | None = None,
-    description: str = "",
-) -> Callable[[View], View]:
-    """Describe the view below as one operation: its answers, the scope it needs (None:
-    public), its parameters and body; see the module's docstring."""
-    described = _operation_object(
-        operation_id,
-        tag,
-        summary,
-        scope,
-        ok,
-        errors=errors,
-        parameters=parameters,
-        body=body,
-        description=description,
-    )
 
     def mark(view: View) -> View:
-        view.openapi_operation = described  # type: ignore[attr-defined]
+        view.openapi_operation = op  # type: ignore[attr-defined]
         return view
 
     return mark

@@ -271,17 +271,16 @@ def remove_skip(project: str) -> Response:
     return jsonify({"removed": canonicalize_name(project), "version": version or None})
 
 
+SETTINGS_ANSWER = spec.obj({"project": {"type": "string"}, "settings": spec.ref("BuildSettings")})
+
+
 @bp.get("/build-settings/<project>")
 @spec.operation(
     "getBuildSettings",
     "builds",
     "A project's build settings (empty if none)",
     "read",
-    {
-        "200": spec.ok(
-            spec.obj({"project": {"type": "string"}, "settings": spec.ref("BuildSettings")})
-        )
-    },
+    {"200": spec.ok(SETTINGS_ANSWER)},
     parameters=[spec.PROJECT],
 )
 def get_settings(project: str) -> Response:
@@ -296,11 +295,7 @@ def get_settings(project: str) -> Response:
     "builds",
     "Replace a project's build settings",
     "admin",
-    {
-        "200": spec.ok(
-            spec.obj({"project": {"type": "string"}, "settings": spec.ref("BuildSettings")})
-        )
-    },
+    {"200": spec.ok(SETTINGS_ANSWER)},
     parameters=[spec.PROJECT],
     body=spec.json_body(spec.ref("BuildSettings")),
 )
