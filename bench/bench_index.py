@@ -43,19 +43,16 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from fill import PLATFORM, FillResult, fill_index  # noqa: E402
-from inprocess import HTML_ACCEPT, PIP_ACCEPT, count_queries, profile_requests  # noqa: E402
-from wrkrun import WrkResult, find_wrk, run_wrk, write_script  # noqa: E402
+from inprocess import HTML_ACCEPT, count_queries, profile_requests  # noqa: E402
+from wrkrun import PIP_ACCEPT, WrkResult, find_wrk, run_wrk, write_script  # noqa: E402
+from wrkrun import PIP_HEADERS as PAGE_HEADERS  # noqa: E402
 
 from index_server.config import Settings  # noqa: E402
 
 SIMPLE = f"/{PLATFORM}/simple/"
 FILL_INFO = "bench-fill.json"
 # What pip sends for an index page (pip's collector, plus requests' Accept-Encoding).
-PIP_HEADERS = {
-    "Accept": PIP_ACCEPT,
-    "Accept-Encoding": "gzip, deflate",
-    "Cache-Control": "max-age=0",
-}
+PIP_HEADERS = {**PAGE_HEADERS, "Cache-Control": "max-age=0"}
 HTML_HEADERS = {"Accept": HTML_ACCEPT, "Accept-Encoding": "gzip, deflate"}
 
 TARGETS = {

@@ -26,17 +26,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from fill import PLATFORM, canonical, fill_index, project_display_name  # noqa: E402
-from wrkrun import run_wrk, write_script  # noqa: E402
+from wrkrun import PIP_HEADERS, summary, warm_then_measure, write_script  # noqa: E402
 
 from index_server.config import Settings  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 from tests.upstream_server import FakeUpstream, UpstreamFile  # noqa: E402
-
-PIP_HEADERS = {
-    "Accept": "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; "
-    "q=0.1, text/html; q=0.01",
-    "Accept-Encoding": "gzip, deflate",
-}
 
 
 def fill_upstream(upstream: FakeUpstream, projects: int, files: int) -> list[str]:
@@ -61,19 +55,8 @@ def fill_upstream(upstream: FakeUpstream, projects: int, files: int) -> list[str
 
 def measure(url: str, paths: list[str], duration: float, work: Path, tag: str) -> dict:
     script = write_script(work / f"{tag}.lua", paths, PIP_HEADERS)
-    run_wrk(url, script, 2, 32, 2)  # warm every worker's page cache
-    result, _ = run_wrk(url, script, duration, 32, 2)
-    seconds = result.duration_us / 1e6
-    return {
-        "req/s": result.requests / seconds,
-        "p50 ms": result.p50_us / 1000,
-        "p99 ms": result.p99_us / 1000,
-        "bytes/req": result.bytes / max(result.requests, 1),
-        "errors": result.connect_errors
-        + result.read_errors
-        + result.status_errors
-        + result.timeout_errors,
-    }
+    result = warm_then_measure(url, script, duration)
+    return {**summary(result), "bytes/req": result.bytes / max(result.requests, 1)}
 
 
 def main() -> None:

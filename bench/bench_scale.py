@@ -22,15 +22,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench_index import child_pids, start_server, stop_server  # noqa: E402
 from fill import PLATFORM, canonical, fill_index, project_display_name  # noqa: E402
-from wrkrun import run_wrk, write_script  # noqa: E402
+from wrkrun import PIP_HEADERS, summary, warm_then_measure, write_script  # noqa: E402
 
 from index_server.config import Settings  # noqa: E402
-
-PIP_HEADERS = {
-    "Accept": "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; "
-    "q=0.1, text/html; q=0.01",
-    "Accept-Encoding": "gzip, deflate",
-}
 
 
 def rss_mb(pid: int) -> float:
@@ -44,22 +38,11 @@ def measure(data_dir: Path, workers: int, paths: list[str], duration: float, wor
     server = start_server(data_dir, workers, 4, work)
     try:
         script = write_script(work / f"s-{workers}-{len(paths)}.lua", paths, PIP_HEADERS)
-        run_wrk(server.url, script, 2, 32, 2)  # warm-up
-        result, _ = run_wrk(server.url, script, duration, 32, 2)
+        result = warm_then_measure(server.url, script, duration)
         memory = [rss_mb(pid) for pid in child_pids(server.process.pid)]
     finally:
         stop_server(server)
-    seconds = result.duration_us / 1e6
-    return {
-        "req/s": result.requests / seconds,
-        "p50": result.p50_us / 1000,
-        "p99": result.p99_us / 1000,
-        "errors": result.connect_errors
-        + result.read_errors
-        + result.status_errors
-        + result.timeout_errors,
-        "rss": max(memory) if memory else 0.0,
-    }
+    return {**summary(result), "rss": max(memory) if memory else 0.0}
 
 
 def main() -> None:
@@ -96,7 +79,7 @@ def main() -> None:
                 rows.append((label, workers, what, result))
                 print(
                     f"  {label} {workers}x4 {what}: {result['req/s']:,.0f} req/s "
-                    f"p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms "
+                    f"p50 {result['p50 ms']:.2f} ms p99 {result['p99 ms']:.2f} ms "
                     f"rss {result['rss']:.0f} MB",
                     flush=True,
                 )
@@ -107,7 +90,7 @@ def main() -> None:
         files = sizes[label] * args.files
         print(
             f"| {sizes[label]:,} projects / {files:,} files | {workers} | {what} | "
-            f"{r['req/s']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
+            f"{r['req/s']:,.0f} | {r['p50 ms']:.2f} | {r['p99 ms']:.2f} | {r['errors']} | "
             f"{r['rss']:.0f} |"
         )
 

@@ -17,10 +17,6 @@ from index_server.app import create_app
 from index_server.config import Settings
 from index_server.services import Services, build_services
 
-PIP_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-    "text/html; q=0.01"
-)
 HTML_ACCEPT = "text/html"
 
 

@@ -8,6 +8,15 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# What pip asks for an index page (pip's collector, plus requests' Accept-Encoding): the
+# headers every bench's page requests send (bench_load adds pip's User-Agent and
+# Cache-Control, bench_index the Cache-Control).
+PIP_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+PIP_HEADERS = {"Accept": PIP_ACCEPT, "Accept-Encoding": "gzip, deflate"}
+
 # The end of every script's done(): one JSON line of wrk's summary, plus the fields in
 # ``counted`` (a string of ``,"key":value`` pairs, or "").
 WRKJSON_LUA = r"""  local e = summary.errors
@@ -169,3 +178,22 @@ def run_wrk(
         if line.startswith("WRKJSON "):
             return WrkResult(**json.loads(line.removeprefix("WRKJSON "))), done.stdout
     raise RuntimeError(f"no result line in wrk's output:\n{done.stdout}\n{done.stderr}")
+
+
+def warm_then_measure(
+    base_url: str, script: Path, duration: float, connections: int = 32, threads: int = 2
+) -> WrkResult:
+    """A 2 s run that warms every worker's page cache, then the measured run."""
+    run_wrk(base_url, script, 2, connections, threads)
+    result, _ = run_wrk(base_url, script, duration, connections, threads)
+    return result
+
+
+def summary(result: WrkResult) -> dict[str, float]:
+    """The numbers the small benches print: req/s, p50 and p99 in ms, errors."""
+    return {
+        "req/s": result.rps,
+        "p50 ms": result.p50_us / 1000,
+        "p99 ms": result.p99_us / 1000,
+        "errors": result.errors,
+    }

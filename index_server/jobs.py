@@ -32,6 +32,7 @@ from index_server.services import Services
 MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = (15, 60, 300)
 ACTIVE_STATES = ("queued", "running")
+STATES = ("queued", "running", "succeeded", "failed", "skipped", "cancelled")
 
 
 class JobError(Exception):

@@ -13,7 +13,8 @@ worker processes serve the app:
 * **Per-process events**, counted in the process where they happen: HTTP requests by route
   (the Flask URL rule, never the raw path, so the label set stays small) and status, request
   durations, page-cache hits and misses (synced from ``services.pages`` after each request),
-  and upstream fetches (``record_upstream_fetch``, called by the upstream client).
+  and upstream fetches (``record_upstream_fetch``, which ``init_app`` subscribes to the
+  upstream client's ``observe_fetches``).
   With ``PROMETHEUS_MULTIPROC_DIR`` set (to an empty directory, before the server starts and
   so before ``prometheus_client`` is imported), prometheus_client's multiprocess mode keeps
   these in files there and a scrape of any worker sums all workers, including exited ones.
@@ -56,6 +57,7 @@ from index_server import jobs
 from index_server.db.engine import read_connection
 from index_server.db.schema import build_jobs, files, upstream_files, upstream_pages
 from index_server.services import Services
+from index_server.upstream.fetch import observe_fetches
 from index_server.views.common import require_read
 
 log = logging.getLogger(__name__)
@@ -380,6 +382,7 @@ def _duration_histogram(route: str) -> Histogram:
 def init_app(app: Flask, services: Services) -> None:
     """Count every request, keep the page-cache counters in step, and serve ``/metrics``."""
     sync_page_cache = _PageCacheSync(services)
+    observe_fetches(record_upstream_fetch)
 
     @app.before_request
     def _start_timer() -> None:

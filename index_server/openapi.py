@@ -1,6 +1,26 @@
-"""The OpenAPI 3.1 description of the JSON API under /api/, served at /api/openapi.json.
+"""The OpenAPI 3.1 description of the JSON API under /api/, served at /api/openapi.json, made
+from the routes themselves.
 
-Built here in Python so that the worker protocol's message schemas (``builder.protocol``) are
+Each view under /api/ carries its own operation, registered next to it with
+:func:`operation`; the path and method come from the Flask rule, so nothing here repeats a
+route. To describe a new route, put ``@spec.operation(...)`` between the route decorator and
+the function (``from index_server import openapi as spec``)::
+
+    @bp.get("/owners/<project>")
+    @spec.operation(
+        "listOwners",                      # operationId
+        "owners",                          # tag (a new one goes in openapi_document's tags)
+        "A project's owners",              # summary
+        "read",                            # scope: None (public), "read", "upload", ...
+        {"200": spec.ok(spec.array_of("owners", spec.ref("Owner")))},
+        errors=[404],                      # 401/403 follow from the scope, 400 from a body,
+        parameters=[spec.PROJECT],         # a query or a text in the path
+        body=spec.json_body(...),          # the request body's schema, if any
+    )
+    def owners(project: str) -> Response: ...
+
+Response shapes shared by several routes are components (``_schemas()`` below, referenced with
+``spec.ref(name)``); the worker protocol's message schemas (``builder.protocol``) are
 embedded as they are, not copied: the server validates worker messages against the very
 schemas this document shows. ``tests/test_openapi.py`` checks that every route under /api/
 is described, and runs schemathesis against the app with this document.
@@ -9,13 +29,16 @@ is described, and runs schemathesis against the app with this document.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
+
+from flask import Flask
 
 from builder import protocol
 from index_server.auth import SCOPES
-from index_server.views.builds_api import STATES
+from index_server.jobs import STATES
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -29,15 +52,15 @@ _SCOPE_NOTE = {
 }
 
 
-def _ref(name: str) -> Schema:
+def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(type_: str, **more: Any) -> Schema:
+def nullable(type_: str, **more: Any) -> Schema:
     return {"type": [type_, "null"], **more}
 
 
-def _object(properties: dict[str, Schema], required: Iterable[str] | None = None) -> Schema:
+def obj(properties: dict[str, Schema], required: Iterable[str] | None = None) -> Schema:
     """An object; every listed property is required unless ``required`` says otherwise."""
     return {
         "type": "object",
@@ -46,17 +69,17 @@ def _object(properties: dict[str, Schema], required: Iterable[str] | None = None
     }
 
 
-def _array_of(name: str, item: Schema) -> Schema:
-    return _object({name: {"type": "array", "items": item}})
+def array_of(name: str, item: Schema) -> Schema:
+    return obj({name: {"type": "array", "items": item}})
 
 
-_TIME = {"type": "string", "format": "date-time"}
-_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
-_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+TIME = {"type": "string", "format": "date-time"}
+TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 
 
 def _schemas() -> dict[str, Schema]:
-    build_result = _object(
+    build_result = obj(
         {
             "wheels": {"type": "array", "items": {"type": "string"}},
             "shared_libraries": {"type": "array", "items": {"type": "string"}},
@@ -64,7 +87,7 @@ def _schemas() -> dict[str, Schema]:
         },
         required=(),
     )
-    build = _object(
+    build = obj(
         {
             "id": {"type": "integer"},
             "project": {"type": "string"},
@@ -73,19 +96,19 @@ def _schemas() -> dict[str, Schema]:
             "state": {"type": "string", "enum": list(STATES)},
             "source": {"type": "string", "description": "first-sight, request, warm, rebuild"},
             "requested_by": {"type": "string"},
-            "requested_at": _TIME,
+            "requested_at": TIME,
             "attempts": {"type": "integer", "minimum": 0},
-            "not_before": _TIME_OR_NULL,
-            "worker": _nullable("string"),
-            "lease_expires_at": _TIME_OR_NULL,
-            "started_at": _TIME_OR_NULL,
-            "finished_at": _TIME_OR_NULL,
-            "waited_seconds": _nullable("number"),
-            "build_seconds": _nullable("number"),
-            "image_id": _nullable("string"),
-            "error_category": _nullable("string"),
-            "error_summary": _nullable("string"),
-            "reason": _nullable("string", description="why skipped or cancelled"),
+            "not_before": TIME_OR_NULL,
+            "worker": nullable("string"),
+            "lease_expires_at": TIME_OR_NULL,
+            "started_at": TIME_OR_NULL,
+            "finished_at": TIME_OR_NULL,
+            "waited_seconds": nullable("number"),
+            "build_seconds": nullable("number"),
+            "image_id": nullable("string"),
+            "error_category": nullable("string"),
+            "error_summary": nullable("string"),
+            "reason": nullable("string", description="why skipped or cancelled"),
             "result": {"oneOf": [build_result, {"type": "null"}]},
             "log": {"type": "string", "description": "only on GET /api/builds/{job_id}"},
         },
@@ -102,7 +125,7 @@ def _schemas() -> dict[str, Schema]:
                 "status": {"type": "integer", "minimum": 400, "maximum": 599},
             },
         },
-        "Platform": _object(
+        "Platform": obj(
             {
                 "name": {"type": "string"},
                 "os": {"type": "string"},
@@ -117,92 +140,92 @@ def _schemas() -> dict[str, Schema]:
                 "best_tag": {"type": "string"},
             }
         ),
-        "ProjectSummary": _object(
+        "ProjectSummary": obj(
             {
                 "name": {"type": "string", "description": "canonical (PEP 503)"},
                 "display_name": {"type": "string"},
                 "files": {"type": "integer", "minimum": 0},
             }
         ),
-        "File": _object(
+        "File": obj(
             {
                 "id": {"type": "integer"},
                 "project": {"type": "string"},
                 "filename": {"type": "string"},
                 "version": {"type": "string"},
-                "platform": _nullable("string", description="null: every platform"),
+                "platform": nullable("string", description="null: every platform"),
                 "packagetype": {"type": "string", "enum": ["sdist", "bdist_wheel"]},
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "size": {"type": "integer", "minimum": 0},
-                "requires_python": _nullable("string"),
+                "requires_python": nullable("string"),
                 "yanked": {"type": "boolean"},
-                "yanked_reason": _nullable("string"),
-                "uploaded_at": _TIME,
+                "yanked_reason": nullable("string"),
+                "uploaded_at": TIME,
                 "uploaded_by": {"type": "string"},
                 "origin": {"type": "string", "enum": ["upload", "build"]},
                 "url": {"type": "string"},
             }
         ),
-        "Token": _object(
+        "Token": obj(
             {
                 "id": {"type": "integer"},
                 "name": {"type": "string"},
                 "scope": {"type": "string", "enum": list(SCOPES)},
                 "prefix": {"type": "string"},
-                "created_at": _TIME,
+                "created_at": TIME,
                 "revoked": {"type": "boolean"},
             }
         ),
-        "Event": _object(
+        "Event": obj(
             {
                 "id": {"type": "integer"},
-                "at": _TIME,
+                "at": TIME,
                 "actor": {"type": "string"},
                 "action": {"type": "string"},
-                "project": _nullable("string"),
-                "filename": _nullable("string"),
-                "detail": _nullable("string"),
+                "project": nullable("string"),
+                "filename": nullable("string"),
+                "detail": nullable("string"),
             }
         ),
         "Build": build,
-        "BuildRequestOutcome": _object(
+        "BuildRequestOutcome": obj(
             {
                 "project": {"type": "string"},
                 "version": {"type": "string"},
                 "platform": {"type": "string"},
                 "outcome": {"type": "string", "enum": ["queued", "exists", "has_wheel", "skipped"]},
-                "job_id": _nullable("integer"),
+                "job_id": nullable("integer"),
                 "state": {"type": ["string", "null"], "enum": [*STATES, None]},
             }
         ),
-        "Skip": _object(
+        "Skip": obj(
             {
                 "id": {"type": "integer"},
                 "project": {"type": "string"},
                 "version": {"type": "string", "description": "empty: every version"},
                 "reason": {"type": "string"},
-                "created_at": _TIME,
+                "created_at": TIME,
                 "created_by": {"type": "string"},
             }
         ),
-        "UploadedWheel": _object(
+        "UploadedWheel": obj(
             {
                 "filename": {"type": "string"},
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "created": {"type": "boolean", "description": "false: already stored"},
-                "platform": _nullable("string"),
+                "platform": nullable("string"),
             },
             required=("filename", "sha256", "created"),
         ),
-        "Worker": _object(
+        "Worker": obj(
             {
                 "id": {"type": "integer"},
                 "name": {"type": "string"},
                 "platforms": {"type": "array", "items": {"type": "string"}},
                 "runner": {"type": "string"},
-                "first_seen": _TIME,
-                "last_seen": _TIME,
-                "current_job": _nullable("integer"),
+                "first_seen": TIME,
+                "last_seen": TIME,
+                "current_job": nullable("integer"),
                 "alive": {"type": "boolean"},
             }
         ),
@@ -228,7 +251,7 @@ _ERRORS = {
 
 
 def _responses() -> dict[str, Schema]:
-    error = {JSON: {"schema": _ref("Error")}}
+    error = {JSON: {"schema": ref("Error")}}
     responses: dict[str, Schema] = {
         code: {"description": text, "content": error} for code, text in _ERRORS.items()
     }
@@ -238,15 +261,15 @@ def _responses() -> dict[str, Schema]:
     return responses
 
 
-def _ok(schema: Schema, description: str = "OK") -> Schema:
+def ok(schema: Schema, description: str = "OK") -> Schema:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _body(schema: Schema, required: bool = True) -> Schema:
+def json_body(schema: Schema, required: bool = True) -> Schema:
     return {"required": required, "content": {JSON: {"schema": schema}}}
 
 
-def _id(name: str, what: str) -> Schema:
+def path_id(name: str, what: str) -> Schema:
     # werkzeug's int converter: digits only; ids are 32-bit database keys.
     return {
         "name": name,
@@ -257,7 +280,7 @@ def _id(name: str, what: str) -> Schema:
     }
 
 
-def _path_text(name: str, description: str) -> Schema:
+def path_text(name: str, description: str) -> Schema:
     return {
         "name": name,
         "in": "path",
@@ -267,11 +290,22 @@ def _path_text(name: str, description: str) -> Schema:
     }
 
 
-def _query(name: str, schema: Schema, description: str) -> Schema:
+def query_param(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "query", "description": description, "schema": schema}
 
 
-def _operation(
+# Parameters and bodies several routes share.
+FILE_ID = path_id("file_id", "file")
+JOB_ID = path_id("job_id", "build job")
+PROJECT = path_text("project", "the project's name (any spelling; canonicalised)")
+REASON = {"reason": {"type": ["string", "null"]}}
+# A platform's name: the configured names as an enum, filled in when the document is made.
+PLATFORM_NAME: Schema = {"x-wheelfarm-platform-name": True}
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def operation(
     operation_id: str,
     tag: str,
     summary: str,
@@ -282,8 +316,10 @@ def _operation(
     parameters: Iterable[Schema] = (),
     body: Schema | None = None,
     description: str = "",
-) -> Schema:
-    """One operation, with its security, the scope it needs and its error answers."""
+) -> Callable[[View], View]:
+    """Describe the view below as one operation: its answers, the scope it needs (None:
+    public) with its security and error answers, its parameters and body; see the module's
+    docstring."""
     parameters = list(parameters)
     codes = [*errors, *((401, 403) if scope else ())]
     # A body, a query or a text in the path can be malformed (or hold a NUL): 400.
@@ -311,417 +347,43 @@ def _operation(
         op["parameters"] = list(parameters)
     if body is not None:
         op["requestBody"] = body
-    return op
+
+    def mark(view: View) -> View:
+        view.openapi_operation = op  # type: ignore[attr-defined]
+        return view
+
+    return mark
 
 
-def _paths(platforms: list[str]) -> dict[str, Schema]:
+def _openapi_path(rule: str) -> str:
+    """A werkzeug rule as an OpenAPI path: ``/files/<int:file_id>`` -> ``/files/{file_id}``."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _with_platforms(value: Any, platform_name: Schema) -> Any:
+    if value == PLATFORM_NAME:
+        return copy.deepcopy(platform_name)
+    if isinstance(value, dict):
+        return {k: _with_platforms(v, platform_name) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_platforms(v, platform_name) for v in value]
+    return value
+
+
+def _paths(app: Flask, platforms: list[str]) -> dict[str, Schema]:
+    """Every described view of the app, by OpenAPI path and method."""
     platform_name: Schema = {"type": "string", "minLength": 1}
     if platforms:
         platform_name = {"type": "string", "enum": platforms}
-    file_id, job_id = _id("file_id", "file"), _id("job_id", "build job")
-    project = _path_text("project", "the project's name (any spelling; canonicalised)")
-    reason = {"reason": {"type": ["string", "null"]}}
-    op = _operation
-    return {
-        "/api/openapi.json": {
-            "get": op(
-                "getOpenAPI",
-                "meta",
-                "This document",
-                None,
-                {"200": _ok({"type": "object", "required": ["openapi", "info", "paths"]})},
-            )
-        },
-        "/api/platforms": {
-            "get": op(
-                "listPlatforms",
-                "index",
-                "The platforms this server has an index for",
-                "read",
-                {"200": _ok(_array_of("platforms", _ref("Platform")))},
-            )
-        },
-        "/api/projects": {
-            "get": op(
-                "listProjects",
-                "index",
-                "Every project with its number of files",
-                "read",
-                {"200": _ok(_array_of("projects", _ref("ProjectSummary")))},
-            )
-        },
-        "/api/projects/{name}": {
-            "get": op(
-                "getProject",
-                "index",
-                "A project's files, on every platform",
-                "read",
-                {
-                    "200": _ok(
-                        _object(
-                            {
-                                "name": {"type": "string"},
-                                "files": {"type": "array", "items": _ref("File")},
-                            }
-                        )
-                    )
-                },
-                errors=[404],
-                parameters=[_path_text("name", "the project's name (any spelling)")],
-            )
-        },
-        "/api/files/{file_id}/yank": {
-            "post": op(
-                "yankFile",
-                "files",
-                "Yank a file (PEP 592): installers skip it unless pinned",
-                "admin",
-                {"200": _ok(_ref("File"), "The file, yanked")},
-                errors=[404],
-                parameters=[file_id],
-                body=_body(_object(reason, required=()), required=False),
-            )
-        },
-        "/api/files/{file_id}/unyank": {
-            "post": op(
-                "unyankFile",
-                "files",
-                "Undo a yank",
-                "admin",
-                {"200": _ok(_ref("File"), "The file, not yanked")},
-                errors=[404],
-                parameters=[file_id],
-            )
-        },
-        "/api/files/{file_id}": {
-            "delete": op(
-                "deleteFile",
-                "files",
-                "Delete a file (its bytes go when no other file shares them)",
-                "admin",
-                {"200": _ok(_object({"deleted": _ref("File")}), "The deleted file")},
-                errors=[404],
-                parameters=[file_id],
-            )
-        },
-        "/api/tokens": {
-            "get": op(
-                "listTokens",
-                "tokens",
-                "Every token (never their secrets)",
-                "admin",
-                {"200": _ok(_array_of("tokens", _ref("Token")))},
-            ),
-            "post": op(
-                "createToken",
-                "tokens",
-                "Create a token; its secret is shown once, in this answer",
-                "admin",
-                {
-                    "201": _ok(
-                        _object(
-                            {
-                                "id": {"type": "integer"},
-                                "name": {"type": "string"},
-                                "scope": {"type": "string", "enum": list(SCOPES)},
-                                "token": {"type": "string"},
-                            }
-                        ),
-                        "The new token, with its secret",
-                    )
-                },
-                body=_body(
-                    _object(
-                        {"scope": {"type": "string", "enum": list(SCOPES)}, "name": _NAME},
-                        required=["scope"],
-                    )
-                ),
-                description="`name` defaults to `api`. Scopes: read < upload, build < admin "
-                "(upload and build include read; admin includes all).",
-            ),
-        },
-        "/api/tokens/{token_id}": {
-            "delete": op(
-                "revokeToken",
-                "tokens",
-                "Revoke a token",
-                "admin",
-                {"200": _ok(_object({"revoked": {"type": "integer"}}))},
-                errors=[404],
-                parameters=[_id("token_id", "token")],
-            )
-        },
-        "/api/events": {
-            "get": op(
-                "listEvents",
-                "audit",
-                "The audit log, newest first (the last 100 events)",
-                "admin",
-                {"200": _ok(_array_of("events", _ref("Event")))},
-            )
-        },
-        "/api/builds": {
-            "get": op(
-                "listBuilds",
-                "builds",
-                "Build jobs, newest first, optionally filtered",
-                "read",
-                {"200": _ok(_array_of("builds", _ref("Build")))},
-                errors=[404],
-                parameters=[
-                    _query("state", {"type": "string", "enum": list(STATES)}, "only this state"),
-                    _query("platform", platform_name, "only this platform (404 if unknown)"),
-                    _query("project", {"type": "string"}, "only this project"),
-                    _query(
-                        "limit",
-                        {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
-                        "at most this many (larger values count as 1000)",
-                    ),
-                ],
-            ),
-            "post": op(
-                "requestBuilds",
-                "builds",
-                "Queue a build of a project version for one or more platforms",
-                "upload",
-                {"200": _ok(_array_of("requests", _ref("BuildRequestOutcome")))},
-                errors=[404],
-                body=_body(
-                    _object(
-                        {
-                            "project": _NAME,
-                            "version": {"type": "string", "minLength": 1, "maxLength": 100},
-                            "platforms": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": platform_name,
-                            },
-                        }
-                    )
-                ),
-                description="Never queues twice: an existing job or an existing wheel for the "
-                "platform is reported instead. `version` must be a PEP 440 version.",
-            ),
-        },
-        "/api/builds/{job_id}": {
-            "get": op(
-                "getBuild",
-                "builds",
-                "A build job, with its log",
-                "read",
-                {"200": _ok(_ref("Build"))},
-                errors=[404],
-                parameters=[job_id],
-            )
-        },
-        "/api/builds/{job_id}/rebuild": {
-            "post": op(
-                "rebuildBuild",
-                "builds",
-                "Queue a finished (succeeded, failed, skipped, cancelled) job again",
-                "admin",
-                {"200": _ok(_ref("Build"))},
-                errors=[404, 409],
-                parameters=[job_id],
-            )
-        },
-        "/api/builds/{job_id}/cancel": {
-            "post": op(
-                "cancelBuild",
-                "builds",
-                "Cancel a queued or running job",
-                "admin",
-                {"200": _ok(_ref("Build"))},
-                errors=[404, 409],
-                parameters=[job_id],
-                body=_body(_object(reason, required=()), required=False),
-            )
-        },
-        "/api/builds/{job_id}/skip": {
-            "post": op(
-                "skipBuild",
-                "builds",
-                "Mark a queued, failed or cancelled job as skipped",
-                "admin",
-                {"200": _ok(_ref("Build"))},
-                errors=[404, 409],
-                parameters=[job_id],
-                body=_body(_object({"reason": {"type": "string", "minLength": 1}})),
-            )
-        },
-        "/api/skips": {
-            "get": op(
-                "listSkips",
-                "builds",
-                "The skip list: projects (version empty) and versions never built",
-                "read",
-                {"200": _ok(_array_of("skips", _ref("Skip")))},
-            ),
-            "post": op(
-                "addSkip",
-                "builds",
-                "Put a project or one version on the skip list; its queued jobs are skipped",
-                "admin",
-                {
-                    "201": _ok(
-                        _object({"project": {"type": "string"}, "version": _nullable("string")}),
-                        "On the skip list",
-                    )
-                },
-                body=_body(
-                    _object(
-                        {
-                            "project": _NAME,
-                            "version": {"type": ["string", "null"], "maxLength": 100},
-                            "reason": {"type": "string", "minLength": 1},
-                        },
-                        required=["project", "reason"],
-                    )
-                ),
-            ),
-        },
-        "/api/skips/{project}": {
-            "delete": op(
-                "removeSkip",
-                "builds",
-                "Take a project (or, with `version`, one version) off the skip list",
-                "admin",
-                {
-                    "200": _ok(
-                        _object({"removed": {"type": "string"}, "version": _nullable("string")})
-                    )
-                },
-                errors=[404],
-                parameters=[
-                    project,
-                    _query("version", {"type": "string"}, "the version; none: the whole project"),
-                ],
-            )
-        },
-        "/api/build-settings/{project}": {
-            "get": op(
-                "getBuildSettings",
-                "builds",
-                "A project's build settings (empty if none)",
-                "read",
-                {
-                    "200": _ok(
-                        _object({"project": {"type": "string"}, "settings": _ref("BuildSettings")})
-                    )
-                },
-                parameters=[project],
-            ),
-            "put": op(
-                "putBuildSettings",
-                "builds",
-                "Replace a project's build settings",
-                "admin",
-                {
-                    "200": _ok(
-                        _object({"project": {"type": "string"}, "settings": _ref("BuildSettings")})
-                    )
-                },
-                parameters=[project],
-                body=_body(_ref("BuildSettings")),
-            ),
-        },
-        "/api/workers": {
-            "get": op(
-                "listWorkers",
-                "builds",
-                "Workers as last seen through their claims and heartbeats",
-                "read",
-                {"200": _ok(_array_of("workers", _ref("Worker")))},
-            )
-        },
-        "/api/worker/claim": {
-            "post": op(
-                "claimJob",
-                "worker protocol",
-                "Claim the oldest ready job of these platforms, with a lease",
-                "build",
-                {
-                    "200": _ok(_ref("Job"), "A job, leased to this worker"),
-                    "204": {"description": "No work for these platforms now"},
-                },
-                body=_body(_ref("Claim")),
-            )
-        },
-        "/api/worker/jobs/{job_id}/heartbeat": {
-            "post": op(
-                "heartbeat",
-                "worker protocol",
-                "Renew the lease; `cancel` true asks the worker to stop",
-                "build",
-                {"200": _ok(_ref("HeartbeatReply"))},
-                errors=[404, 409],
-                parameters=[job_id],
-                body=_body(_ref("Heartbeat")),
-                description="409: the lease is no longer valid; the worker must stop.",
-            )
-        },
-        "/api/worker/jobs/{job_id}/log": {
-            "post": op(
-                "appendLog",
-                "worker protocol",
-                "Append text to the job's log",
-                "build",
-                {"204": {"description": "Appended"}},
-                errors=[404, 409],
-                parameters=[job_id],
-                body=_body(_ref("Log")),
-            )
-        },
-        "/api/worker/jobs/{job_id}/wheels": {
-            "post": op(
-                "uploadBuiltWheel",
-                "worker protocol",
-                "Upload a wheel the job built (through the same checks as uploads)",
-                "build",
-                {
-                    "201": _ok(_ref("UploadedWheel"), "Stored"),
-                    "200": _ok(_ref("UploadedWheel"), "Already stored, the same bytes"),
-                },
-                errors=[404, 409, 413],
-                parameters=[job_id],
-                body={
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": _object(
-                                {
-                                    "lease": protocol.HEARTBEAT["properties"]["lease"],
-                                    "sha256_digest": {
-                                        "type": "string",
-                                        "pattern": "^[0-9a-f]{64}$",
-                                    },
-                                    "content": {
-                                        "type": "string",
-                                        "contentMediaType": "application/octet-stream",
-                                        "description": "the wheel, under its file name",
-                                    },
-                                },
-                                required=["lease", "content"],
-                            ),
-                            "encoding": {"content": {"contentType": "application/octet-stream"}},
-                        }
-                    },
-                },
-            )
-        },
-        "/api/worker/jobs/{job_id}/finish": {
-            "post": op(
-                "finishJob",
-                "worker protocol",
-                "Report the job's outcome; transient failures are queued again with backoff",
-                "build",
-                {"200": _ok(_ref("Build"), "The job, as recorded")},
-                errors=[404, 409],
-                parameters=[job_id],
-                body=_body(_ref("Finish")),
-            )
-        },
-    }
+    paths: dict[str, Schema] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        described = getattr(app.view_functions[rule.endpoint], "openapi_operation", None)
+        if described is None:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            item = paths.setdefault(_openapi_path(rule.rule), {})
+            item[method.lower()] = _with_platforms(described, platform_name)
+    return paths
 
 
 def _version() -> str:
@@ -731,8 +393,9 @@ def _version() -> str:
         return "0"
 
 
-def openapi_document(platforms: Iterable[str] = ()) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of /api/; ``platforms`` (the configured names) become enums."""
+def openapi_document(app: Flask, platforms: Iterable[str] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the app's described routes; ``platforms`` (the configured
+    names) become enums."""
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
@@ -761,7 +424,7 @@ def openapi_document(platforms: Iterable[str] = ()) -> dict[str, Any]:
             {"name": "builds"},
             {"name": "worker protocol", "description": protocol.__doc__ or ""},
         ],
-        "paths": _paths(sorted(platforms)),
+        "paths": _paths(app, sorted(platforms)),
         "components": {
             "schemas": _schemas(),
             "responses": _responses(),

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from index_server.blob_cache import SmallBlobCache
 from index_server.config import Settings
 from index_server.db.engine import make_engine
+from index_server.db.hot import HotQuery
 from index_server.db.migrate import upgrade
+from index_server.repository import (
+    INDEX_SERIAL,
+    PROJECT_STATE,
+    SERVED_FILE,
+    ProjectState,
+    ServedFile,
+)
 from index_server.simple.cache import PageCache
+from index_server.upstream.states import UPSTREAM_STATES, PageState, states_from_rows
 from platforms import Platform, load_platforms
 from storage import BlobStorage, open_storage
-
-if TYPE_CHECKING:
-    from index_server.repository import ProjectState, ServedFile
-    from index_server.upstream.pages import PageState
 
 
 @dataclass
@@ -38,24 +42,16 @@ class HotQueries:
     """The lookups every page request makes, compiled once for this engine."""
 
     def __init__(self, engine: Engine) -> None:
-        from index_server.db.hot import HotQuery
-        from index_server.repository import INDEX_SERIAL, PROJECT_STATE, SERVED_FILE
-        from index_server.upstream.pages import UPSTREAM_STATES
-
         self._project_state = HotQuery(engine, PROJECT_STATE)
         self._served_file = HotQuery(engine, SERVED_FILE)
         self._index_serial = HotQuery(engine, INDEX_SERIAL)
         self._upstream_states = HotQuery(engine, UPSTREAM_STATES)
 
     def project_state(self, name: str) -> ProjectState | None:
-        from index_server.repository import ProjectState
-
         row = self._project_state.first(name=name)
         return ProjectState(*row) if row else None
 
     def upstream_states(self, project: str) -> dict[str, PageState]:
-        from index_server.upstream.pages import states_from_rows
-
         return states_from_rows(self._upstream_states.all(project=project))
 
     def index_serial(self) -> int:
@@ -64,8 +60,6 @@ class HotQueries:
         return int(row[0])
 
     def served_file(self, sha256: str, filename: str) -> ServedFile | None:
-        from index_server.repository import ServedFile
-
         row = self._served_file.first(sha256=sha256, filename=filename)
         return ServedFile(*row) if row else None
 

@@ -2,6 +2,7 @@
 # Podman for the builder's container tests, and the locally made Debian 12 base image.
 # Idempotent: installs packages, (re)writes podman's config, and makes the image only when
 # it is missing.
+# setup-inputs: builder/images/make-debian-base.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

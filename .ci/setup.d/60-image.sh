@@ -2,6 +2,7 @@
 # Wheels for tests/test_image.py, which builds the top-level Dockerfile with Podman offline:
 # wheelfarm's dependencies and setuptools, fetched once here (tests/image_wheels.py), so the
 # test needs no network. Podman and the base image come from 20-podman.sh. Idempotent.
+# setup-inputs: pyproject.toml tests/image_wheels.py
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -13,7 +13,6 @@ from typing import BinaryIO
 import requests
 import urllib3
 
-from index_server.metrics import record_upstream_fetch
 from index_server.simple.model import SimpleFile
 from index_server.upstream.parse import UpstreamPageError, parse_project_page
 
@@ -25,6 +24,23 @@ ACCEPT = (
 USER_AGENT = "wheelfarm (+https://github.com/wheelfarm)"
 
 _local = threading.local()
+
+# Who hears of each request to an upstream, as (kind, outcome): kind ``page`` or ``file``,
+# outcome ``ok``, ``not_modified``, ``not_found`` or ``error``. The metrics subscribe at app
+# setup (``metrics.init_app``), so this module knows nothing of them.
+FetchObserver = Callable[[str, str], None]
+_observers: list[FetchObserver] = []
+
+
+def observe_fetches(observer: FetchObserver) -> None:
+    """Call ``observer(kind, outcome)`` after every upstream request (once per observer)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def record_upstream_fetch(kind: str, outcome: str) -> None:
+    for observer in _observers:
+        observer(kind, outcome)
 
 
 class UpstreamError(Exception):

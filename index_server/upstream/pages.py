@@ -15,12 +15,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -36,20 +34,9 @@ from index_server.upstream.fetch import (
     project_url,
 )
 from index_server.upstream.parse import files_from_json, files_to_json
+from index_server.upstream.states import UPSTREAM_STATES, PageState, states_from_rows
 
 log = logging.getLogger("wheelfarm.upstream")
-
-
-@dataclass(frozen=True)
-class PageState:
-    """What the cache knows of one upstream's page for a project (without its files)."""
-
-    upstream: str
-    status: int
-    content_hash: str
-    expires_at: datetime
-    etag: str | None
-    last_modified: str | None
 
 
 @dataclass
@@ -68,32 +55,8 @@ class UpstreamView:
         return tuple((p.upstream, p.status, p.content_hash) for p in self.pages)
 
 
-_STATE_COLUMNS = (
-    upstream_pages.c.upstream,
-    upstream_pages.c.status,
-    upstream_pages.c.content_hash,
-    upstream_pages.c.expires_at,
-    upstream_pages.c.etag,
-    upstream_pages.c.last_modified,
-)
 _thread_locks: dict[tuple[str, str], threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
-
-
-UPSTREAM_STATES = select(*_STATE_COLUMNS).where(upstream_pages.c.project == bindparam("project"))
-
-
-def _aware(value: datetime | str) -> datetime:
-    if isinstance(value, str):  # SQLite through a raw DBAPI cursor (see services.HotQueries)
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def states_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, PageState]:
-    return {
-        upstream: PageState(upstream, status, digest, _aware(expires), etag, modified)
-        for upstream, status, digest, expires, etag, modified in rows
-    }
 
 
 def read_states(conn: Connection, project: str) -> dict[str, PageState]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from packaging.utils import canonicalize_name
 
 from index_server import admin, auth, repository
+from index_server import openapi as spec
+from index_server.auth import SCOPES
 from index_server.db.engine import read_connection
-from index_server.openapi import openapi_document
 from index_server.repository import FileRecord
 from index_server.views.common import fail, has_nul, require, require_read, services
 
@@ -46,17 +47,38 @@ def _json_body() -> dict[str, object]:
 
 
 @bp.get("/openapi.json")
+@spec.operation(
+    "getOpenAPI",
+    "meta",
+    "This document",
+    None,
+    {"200": spec.ok({"type": "object", "required": ["openapi", "info", "paths"]})},
+)
 def openapi() -> Response:
-    return jsonify(openapi_document(services().platforms))
+    return jsonify(spec.openapi_document(current_app, services().platforms))
 
 
 @bp.get("/platforms")
+@spec.operation(
+    "listPlatforms",
+    "index",
+    "The platforms this server has an index for",
+    "read",
+    {"200": spec.ok(spec.array_of("platforms", spec.ref("Platform")))},
+)
 def platforms() -> Response:
     require_read()
     return jsonify({"platforms": [p.to_json() for p in services().platforms.values()]})
 
 
 @bp.get("/projects")
+@spec.operation(
+    "listProjects",
+    "index",
+    "Every project with its number of files",
+    "read",
+    {"200": spec.ok(spec.array_of("projects", spec.ref("ProjectSummary")))},
+)
 def projects() -> Response:
     require_read()
     with read_connection(services().engine) as conn:
@@ -64,6 +86,24 @@ def projects() -> Response:
 
 
 @bp.get("/projects/<name>")
+@spec.operation(
+    "getProject",
+    "index",
+    "A project's files, on every platform",
+    "read",
+    {
+        "200": spec.ok(
+            spec.obj(
+                {
+                    "name": {"type": "string"},
+                    "files": {"type": "array", "items": spec.ref("File")},
+                }
+            )
+        )
+    },
+    errors=[404],
+    parameters=[spec.path_text("name", "the project's name (any spelling)")],
+)
 def project_files(name: str) -> Response:
     require_read()
     canonical = canonicalize_name(name)
@@ -75,6 +115,16 @@ def project_files(name: str) -> Response:
 
 
 @bp.post("/files/<int:file_id>/yank")
+@spec.operation(
+    "yankFile",
+    "files",
+    "Yank a file (PEP 592): installers skip it unless pinned",
+    "admin",
+    {"200": spec.ok(spec.ref("File"), "The file, yanked")},
+    errors=[404],
+    parameters=[spec.FILE_ID],
+    body=spec.json_body(spec.obj(spec.REASON, required=()), required=False),
+)
 def yank(file_id: int) -> Response:
     who = require("admin")
     reason = _json_body().get("reason")
@@ -87,6 +137,15 @@ def yank(file_id: int) -> Response:
 
 
 @bp.post("/files/<int:file_id>/unyank")
+@spec.operation(
+    "unyankFile",
+    "files",
+    "Undo a yank",
+    "admin",
+    {"200": spec.ok(spec.ref("File"), "The file, not yanked")},
+    errors=[404],
+    parameters=[spec.FILE_ID],
+)
 def unyank(file_id: int) -> Response:
     who = require("admin")
     try:
@@ -96,6 +155,15 @@ def unyank(file_id: int) -> Response:
 
 
 @bp.delete("/files/<int:file_id>")
+@spec.operation(
+    "deleteFile",
+    "files",
+    "Delete a file (its bytes go when no other file shares them)",
+    "admin",
+    {"200": spec.ok(spec.obj({"deleted": spec.ref("File")}), "The deleted file")},
+    errors=[404],
+    parameters=[spec.FILE_ID],
+)
 def delete(file_id: int) -> Response:
     who = require("admin")
     try:
@@ -105,12 +173,46 @@ def delete(file_id: int) -> Response:
 
 
 @bp.get("/tokens")
+@spec.operation(
+    "listTokens",
+    "tokens",
+    "Every token (never their secrets)",
+    "admin",
+    {"200": spec.ok(spec.array_of("tokens", spec.ref("Token")))},
+)
 def tokens() -> Response:
     require("admin")
     return jsonify({"tokens": auth.list_tokens(services().engine)})
 
 
 @bp.post("/tokens")
+@spec.operation(
+    "createToken",
+    "tokens",
+    "Create a token; its secret is shown once, in this answer",
+    "admin",
+    {
+        "201": spec.ok(
+            spec.obj(
+                {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "scope": {"type": "string", "enum": list(SCOPES)},
+                    "token": {"type": "string"},
+                }
+            ),
+            "The new token, with its secret",
+        )
+    },
+    body=spec.json_body(
+        spec.obj(
+            {"scope": {"type": "string", "enum": list(SCOPES)}, "name": spec.NAME},
+            required=["scope"],
+        )
+    ),
+    description="`name` defaults to `api`. Scopes: read < upload, build < admin "
+    "(upload and build include read; admin includes all).",
+)
 def create_token() -> Response:
     require("admin")
     body = _json_body()
@@ -124,6 +226,15 @@ def create_token() -> Response:
 
 
 @bp.delete("/tokens/<int:token_id>")
+@spec.operation(
+    "revokeToken",
+    "tokens",
+    "Revoke a token",
+    "admin",
+    {"200": spec.ok(spec.obj({"revoked": {"type": "integer"}}))},
+    errors=[404],
+    parameters=[spec.path_id("token_id", "token")],
+)
 def revoke_token(token_id: int) -> Response:
     require("admin")
     if not auth.revoke_token(services().engine, token_id):
@@ -132,6 +243,13 @@ def revoke_token(token_id: int) -> Response:
 
 
 @bp.get("/events")
+@spec.operation(
+    "listEvents",
+    "audit",
+    "The audit log, newest first (the last 100 events)",
+    "admin",
+    {"200": spec.ok(spec.array_of("events", spec.ref("Event")))},
+)
 def events() -> Response:
     require("admin")
     with read_connection(services().engine) as conn:

@@ -8,11 +8,11 @@ from packaging.version import InvalidVersion, Version
 
 from builder import protocol
 from index_server import jobs
+from index_server import openapi as spec
+from index_server.jobs import STATES
 from index_server.views.common import fail, get_platform, has_nul, require, require_read, services
 
 bp = Blueprint("builds_api", __name__, url_prefix="/api")
-
-STATES = ("queued", "running", "succeeded", "failed", "skipped", "cancelled")
 
 
 def _body() -> dict:  # type: ignore[type-arg]
@@ -57,6 +57,24 @@ def _job_call(call, *args):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/builds")
+@spec.operation(
+    "listBuilds",
+    "builds",
+    "Build jobs, newest first, optionally filtered",
+    "read",
+    {"200": spec.ok(spec.array_of("builds", spec.ref("Build")))},
+    errors=[404],
+    parameters=[
+        spec.query_param("state", {"type": "string", "enum": list(STATES)}, "only this state"),
+        spec.query_param("platform", spec.PLATFORM_NAME, "only this platform (404 if unknown)"),
+        spec.query_param("project", {"type": "string"}, "only this project"),
+        spec.query_param(
+            "limit",
+            {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
+            "at most this many (larger values count as 1000)",
+        ),
+    ],
+)
 def list_builds() -> Response:
     require_read()
     state = request.args.get("state")
@@ -79,6 +97,29 @@ def list_builds() -> Response:
 
 
 @bp.post("/builds")
+@spec.operation(
+    "requestBuilds",
+    "builds",
+    "Queue a build of a project version for one or more platforms",
+    "upload",
+    {"200": spec.ok(spec.array_of("requests", spec.ref("BuildRequestOutcome")))},
+    errors=[404],
+    body=spec.json_body(
+        spec.obj(
+            {
+                "project": spec.NAME,
+                "version": {"type": "string", "minLength": 1, "maxLength": 100},
+                "platforms": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": spec.PLATFORM_NAME,
+                },
+            }
+        )
+    ),
+    description="Never queues twice: an existing job or an existing wheel for the "
+    "platform is reported instead. `version` must be a PEP 440 version.",
+)
 def request_builds() -> Response:
     """Queue a build of (project, version) for one or more platforms."""
     who = require("upload")
@@ -100,18 +141,46 @@ def request_builds() -> Response:
 
 
 @bp.get("/builds/<int:job_id>")
+@spec.operation(
+    "getBuild",
+    "builds",
+    "A build job, with its log",
+    "read",
+    {"200": spec.ok(spec.ref("Build"))},
+    errors=[404],
+    parameters=[spec.JOB_ID],
+)
 def show_build(job_id: int) -> Response:
     require_read()
     return _job_call(jobs.get_job, job_id)
 
 
 @bp.post("/builds/<int:job_id>/rebuild")
+@spec.operation(
+    "rebuildBuild",
+    "builds",
+    "Queue a finished (succeeded, failed, skipped, cancelled) job again",
+    "admin",
+    {"200": spec.ok(spec.ref("Build"))},
+    errors=[404, 409],
+    parameters=[spec.JOB_ID],
+)
 def rebuild(job_id: int) -> Response:
     who = require("admin")
     return _job_call(jobs.rebuild, job_id, who.name)
 
 
 @bp.post("/builds/<int:job_id>/cancel")
+@spec.operation(
+    "cancelBuild",
+    "builds",
+    "Cancel a queued or running job",
+    "admin",
+    {"200": spec.ok(spec.ref("Build"))},
+    errors=[404, 409],
+    parameters=[spec.JOB_ID],
+    body=spec.json_body(spec.obj(spec.REASON, required=()), required=False),
+)
 def cancel(job_id: int) -> Response:
     who = require("admin")
     reason = _body().get("reason")
@@ -119,18 +188,57 @@ def cancel(job_id: int) -> Response:
 
 
 @bp.post("/builds/<int:job_id>/skip")
+@spec.operation(
+    "skipBuild",
+    "builds",
+    "Mark a queued, failed or cancelled job as skipped",
+    "admin",
+    {"200": spec.ok(spec.ref("Build"))},
+    errors=[404, 409],
+    parameters=[spec.JOB_ID],
+    body=spec.json_body(spec.obj({"reason": {"type": "string", "minLength": 1}})),
+)
 def skip(job_id: int) -> Response:
     who = require("admin")
     return _job_call(jobs.skip_job, job_id, who.name, _text(_body(), "reason"))
 
 
 @bp.get("/skips")
+@spec.operation(
+    "listSkips",
+    "builds",
+    "The skip list: projects (version empty) and versions never built",
+    "read",
+    {"200": spec.ok(spec.array_of("skips", spec.ref("Skip")))},
+)
 def list_skips() -> Response:
     require_read()
     return jsonify({"skips": jobs.list_skips(services())})
 
 
 @bp.post("/skips")
+@spec.operation(
+    "addSkip",
+    "builds",
+    "Put a project or one version on the skip list; its queued jobs are skipped",
+    "admin",
+    {
+        "201": spec.ok(
+            spec.obj({"project": {"type": "string"}, "version": spec.nullable("string")}),
+            "On the skip list",
+        )
+    },
+    body=spec.json_body(
+        spec.obj(
+            {
+                "project": spec.NAME,
+                "version": {"type": ["string", "null"], "maxLength": 100},
+                "reason": {"type": "string", "minLength": 1},
+            },
+            required=["project", "reason"],
+        )
+    ),
+)
 def add_skip() -> Response:
     who = require("admin")
     body = _body()
@@ -141,6 +249,18 @@ def add_skip() -> Response:
 
 
 @bp.delete("/skips/<project>")
+@spec.operation(
+    "removeSkip",
+    "builds",
+    "Take a project (or, with `version`, one version) off the skip list",
+    "admin",
+    {"200": spec.ok(spec.obj({"removed": {"type": "string"}, "version": spec.nullable("string")}))},
+    errors=[404],
+    parameters=[
+        spec.PROJECT,
+        spec.query_param("version", {"type": "string"}, "the version; none: the whole project"),
+    ],
+)
 def remove_skip(project: str) -> Response:
     who = require("admin")
     version = request.args.get("version", "")
@@ -151,7 +271,18 @@ def remove_skip(project: str) -> Response:
     return jsonify({"removed": canonicalize_name(project), "version": version or None})
 
 
+SETTINGS_ANSWER = spec.obj({"project": {"type": "string"}, "settings": spec.ref("BuildSettings")})
+
+
 @bp.get("/build-settings/<project>")
+@spec.operation(
+    "getBuildSettings",
+    "builds",
+    "A project's build settings (empty if none)",
+    "read",
+    {"200": spec.ok(SETTINGS_ANSWER)},
+    parameters=[spec.PROJECT],
+)
 def get_settings(project: str) -> Response:
     require_read()
     name = canonicalize_name(project)
@@ -159,6 +290,15 @@ def get_settings(project: str) -> Response:
 
 
 @bp.put("/build-settings/<project>")
+@spec.operation(
+    "putBuildSettings",
+    "builds",
+    "Replace a project's build settings",
+    "admin",
+    {"200": spec.ok(SETTINGS_ANSWER)},
+    parameters=[spec.PROJECT],
+    body=spec.json_body(spec.ref("BuildSettings")),
+)
 def put_settings(project: str) -> Response:
     who = require("admin")
     try:
@@ -171,6 +311,13 @@ def put_settings(project: str) -> Response:
 
 
 @bp.get("/workers")
+@spec.operation(
+    "listWorkers",
+    "builds",
+    "Workers as last seen through their claims and heartbeats",
+    "read",
+    {"200": spec.ok(spec.array_of("workers", spec.ref("Worker")))},
+)
 def list_workers() -> Response:
     require_read()
     return jsonify({"workers": jobs.list_workers(services())})

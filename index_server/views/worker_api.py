@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from builder import protocol
 from index_server import jobs, repository
+from index_server import openapi as spec
 from index_server.db.engine import read_connection
 from index_server.db.schema import ALL_PLATFORMS
 from index_server.views.common import fail, require, services
@@ -44,6 +45,17 @@ def _job_errors(exc: jobs.JobError) -> None:
 
 
 @bp.post("/claim")
+@spec.operation(
+    "claimJob",
+    "worker protocol",
+    "Claim the oldest ready job of these platforms, with a lease",
+    "build",
+    {
+        "200": spec.ok(spec.ref("Job"), "A job, leased to this worker"),
+        "204": {"description": "No work for these platforms now"},
+    },
+    body=spec.json_body(spec.ref("Claim")),
+)
 def claim() -> Response:
     require("build")
     message = _message(protocol.CLAIM)
@@ -58,6 +70,17 @@ def claim() -> Response:
 
 
 @bp.post("/jobs/<int:job_id>/heartbeat")
+@spec.operation(
+    "heartbeat",
+    "worker protocol",
+    "Renew the lease; `cancel` true asks the worker to stop",
+    "build",
+    {"200": spec.ok(spec.ref("HeartbeatReply"))},
+    errors=[404, 409],
+    parameters=[spec.JOB_ID],
+    body=spec.json_body(spec.ref("Heartbeat")),
+    description="409: the lease is no longer valid; the worker must stop.",
+)
 def heartbeat(job_id: int) -> Response:
     require("build")
     message = _message(protocol.HEARTBEAT)
@@ -70,6 +93,16 @@ def heartbeat(job_id: int) -> Response:
 
 
 @bp.post("/jobs/<int:job_id>/log")
+@spec.operation(
+    "appendLog",
+    "worker protocol",
+    "Append text to the job's log",
+    "build",
+    {"204": {"description": "Appended"}},
+    errors=[404, 409],
+    parameters=[spec.JOB_ID],
+    body=spec.json_body(spec.ref("Log")),
+)
 def log(job_id: int) -> Response:
     require("build")
     message = _message(protocol.LOG)
@@ -81,6 +114,41 @@ def log(job_id: int) -> Response:
 
 
 @bp.post("/jobs/<int:job_id>/wheels")
+@spec.operation(
+    "uploadBuiltWheel",
+    "worker protocol",
+    "Upload a wheel the job built (through the same checks as uploads)",
+    "build",
+    {
+        "201": spec.ok(spec.ref("UploadedWheel"), "Stored"),
+        "200": spec.ok(spec.ref("UploadedWheel"), "Already stored, the same bytes"),
+    },
+    errors=[404, 409, 413],
+    parameters=[spec.JOB_ID],
+    body={
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": spec.obj(
+                    {
+                        "lease": protocol.HEARTBEAT["properties"]["lease"],
+                        "sha256_digest": {
+                            "type": "string",
+                            "pattern": "^[0-9a-f]{64}$",
+                        },
+                        "content": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "the wheel, under its file name",
+                        },
+                    },
+                    required=["lease", "content"],
+                ),
+                "encoding": {"content": {"contentType": "application/octet-stream"}},
+            }
+        },
+    },
+)
 def upload_wheel(job_id: int) -> Response:
     who = require("build")
     svc = services()
@@ -133,6 +201,16 @@ def _earlier_attempts_wheel(svc, job: dict, filename: str):  # type: ignore[no-u
 
 
 @bp.post("/jobs/<int:job_id>/finish")
+@spec.operation(
+    "finishJob",
+    "worker protocol",
+    "Report the job's outcome; transient failures are queued again with backoff",
+    "build",
+    {"200": spec.ok(spec.ref("Build"), "The job, as recorded")},
+    errors=[404, 409],
+    parameters=[spec.JOB_ID],
+    body=spec.json_body(spec.ref("Finish")),
+)
 def finish(job_id: int) -> Response:
     require("build")
     message = _message(protocol.FINISH)
