@@ -175,7 +175,8 @@ def test_three_platforms_build_side_by_side_and_stay_apart(farm: Farm, tmp_path:
     # pip: Debian 12's own pip 23.0 fails on PEP 691 pages whose metadata hashes are a dict.)
     inside = subprocess.run(
         ["podman", "run", "--rm", "--arch", "arm64", "--network=host", ARM_BUILD_IMAGE, "sh", "-c",
-         "python3 -m venv --without-pip /tmp/v && /opt/buildtools/bin/pip --python /tmp/v/bin/python"
+         "python3 -m venv --without-pip /tmp/v && "
+         "/opt/buildtools/bin/pip --python /tmp/v/bin/python"
          f" install -q --no-cache-dir --only-binary :all: --index-url {farm.server.index(ARM)} "
          "wf-tri && /tmp/v/bin/python -c "
          "'import platform, wf_tri; print(platform.machine(), wf_tri.add(2, 3))'"],
@@ -193,6 +194,8 @@ def test_three_platforms_build_side_by_side_and_stay_apart(farm: Farm, tmp_path:
             timeout=30,
         ).content
     )
+    farm.api("POST", f"/api/builds/{idle}/cancel", {"reason": "never built"})
+    farm.api("POST", f"/api/builds/{jobs[ARM]}/rebuild")  # wf-tri for aarch64, once more
     auth = {"Authorization": f"Bearer {farm.build_token}"}
     claim = requests.post(
         f"{farm.server.url}/api/worker/claim",
@@ -200,11 +203,11 @@ def test_three_platforms_build_side_by_side_and_stay_apart(farm: Farm, tmp_path:
         headers=auth,
         timeout=30,
     )
-    assert claim.status_code == 200 and claim.json()["id"] == idle
+    assert claim.status_code == 200 and claim.json()["id"] == jobs[ARM]
     lease = claim.json()["lease"]
     with x86_wheel.open("rb") as fh:
         refused = requests.post(
-            f"{farm.server.url}/api/worker/jobs/{idle}/wheels",
+            f"{farm.server.url}/api/worker/jobs/{jobs[ARM]}/wheels",
             data={"lease": lease},
             files={"content": (x86_wheel.name, fh, "application/zip")},
             headers=auth,
@@ -214,4 +217,4 @@ def test_three_platforms_build_side_by_side_and_stay_apart(farm: Farm, tmp_path:
     assert f"cannot be installed on platform {ARM}" in refused.text
     assert [w["filename"] for w in page_wheels(farm, ARM, "wf-tri")] == [EXPECTED[ARM][0]]
     assert page_wheels(farm, ARM, "wf-idle") == []
-    farm.api("POST", f"/api/builds/{idle}/cancel", {"reason": "test over"})
+    farm.api("POST", f"/api/builds/{jobs[ARM]}/cancel", {"reason": "test over"})
