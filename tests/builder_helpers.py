@@ -83,20 +83,7 @@ def download_index_wheels(cache: Path = CACHE_DIR) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     (cache / ".gitignore").write_text("*\n")
     wheels.mkdir(exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary=:all:",
-            "--dest",
-            str(wheels),
-            *INDEX_REQUIREMENTS,
-        ],
-        check=True,
-    )
+    _pip_download(wheels, *INDEX_REQUIREMENTS)
     done.write_text("\n".join(sorted(p.name for p in wheels.glob("*.whl"))) + "\n")
     _download_foreign_wheels(wheels)
     return wheels
@@ -110,27 +97,19 @@ def _download_foreign_wheels(wheels: Path) -> None:
     for platform_tag, requirement, pattern in FOREIGN_WHEELS:
         if any(wheels.glob(pattern)):
             continue
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--only-binary=:all:",
-                "--no-deps",
-                "--platform",
-                platform_tag,
-                "--python-version",
-                "3.11",
-                "--implementation",
-                "cp",
-                "--dest",
-                str(wheels),
-                requirement,
-            ],
-            check=True,
-        )
+        _pip_download(
+            wheels, "--no-deps", "--platform", platform_tag, "--python-version", "3.11",
+            "--implementation", "cp", requirement,
+        )  # fmt: skip
+
+
+def _pip_download(wheels: Path, *args: str) -> None:
+    """Binary wheels only, into ``wheels``, with this machine's pip config."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+         "--dest", str(wheels), *args],
+        check=True,
+    )  # fmt: skip
 
 
 def write_simple_index(root: Path, files: list[Path]) -> None:

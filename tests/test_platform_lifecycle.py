@@ -84,6 +84,13 @@ class Farm:
         assert finished.status_code == 200, finished.get_data(as_text=True)
         return stored.get_json()  # type: ignore[no-any-return]
 
+    def queue_and_claim(self, project: str) -> dict[str, Any]:
+        body = {"project": project, "version": "1.0", "platforms": [PLATFORM]}
+        self.admin("POST", "/api/builds", json=body)
+        job = self.claim(PLATFORM)
+        assert job is not None and job["project"] == project
+        return job
+
     def status(self, platform: str) -> dict[str, Any]:
         return self.admin("GET", f"/api/platforms/{platform}")  # type: ignore[no-any-return]
 
@@ -141,22 +148,12 @@ def test_backfill_builds_what_other_platforms_have_most_downloaded_first(farm: F
 
 
 def test_image_change_marks_wheels_stale_and_rebuilds_them(farm: Farm) -> None:
-    # Two builds on image A.
-    for project in ("one", "two"):
-        farm.admin(
-            "POST",
-            "/api/builds",
-            json={"project": project, "version": "1.0", "platforms": [PLATFORM]},
-        )
-    first = farm.claim(PLATFORM)
-    assert first is not None
+    first = farm.queue_and_claim("one")
     original = farm.build(first, "sha256:image-a", "a")
     assert farm.status(PLATFORM)["image_id"] == "sha256:image-a"
     assert farm.status(PLATFORM)["stale_wheels"] == 0
     # A worker reports a new image with its next build: the first wheel is now stale.
-    second = farm.claim(PLATFORM)
-    assert second is not None
-    farm.build(second, "sha256:image-b", "b")
+    farm.build(farm.queue_and_claim("two"), "sha256:image-b", "b")
     status = farm.status(PLATFORM)
     assert status["image_id"] == "sha256:image-b" and status["stale_wheels"] == 1
     # Rebuilt on request: the new wheel (same name) replaces the one from image A.
@@ -180,22 +177,9 @@ def test_image_change_rebuilds_at_once_with_the_setting(settings: Settings, tmp_
     services = next(services_fixture(auto))
     try:
         farm = _farm(services, tmp_path)
-        farm.admin(
-            "POST",
-            "/api/builds",
-            json={"project": "one", "version": "1.0", "platforms": [PLATFORM]},
-        )
-        first = farm.claim(PLATFORM)
-        assert first is not None
+        first = farm.queue_and_claim("one")
         farm.build(first, "sha256:image-a", "a")
-        farm.admin(
-            "POST",
-            "/api/builds",
-            json={"project": "two", "version": "1.0", "platforms": [PLATFORM]},
-        )
-        second = farm.claim(PLATFORM)
-        assert second is not None
-        farm.build(second, "sha256:image-b", "b")
+        farm.build(farm.queue_and_claim("two"), "sha256:image-b", "b")
         job = farm.admin("GET", f"/api/builds/{first['id']}")
         assert (job["state"], job["source"]) == ("queued", "image-rebuild")
     finally:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +23,32 @@ from tests.upstream_server import FakeUpstream
 TTL = 3  # seconds an upstream page is fresh
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeUpstream]]:
+@contextmanager
+def serving(
+    tmp: Path, projects: tuple[str, ...], track_all: bool
+) -> Iterator[tuple[LiveServer, FakeUpstream]]:
+    """A live server (short upstream TTL) over a fake upstream with version 1.0 of each."""
     upstream = FakeUpstream(mode="json")
-    for name in ("wf-news", "wf-quiet"):
-        upstream.add(make_sdist(tmp_path, name, "1.0"))
+    for name in projects:
+        upstream.add(make_sdist(tmp, name, "1.0"))
     server = start_server(
-        tmp_path / "data",
-        tmp_path / "server.log",
+        tmp / "data",
+        tmp / "server.log",
         WHEELFARM_UPSTREAM_URL=upstream.url,
         WHEELFARM_UPSTREAM_TTL=str(TTL),
-        WHEELFARM_TRACK_BUILT_PROJECTS="0",
+        WHEELFARM_TRACK_BUILT_PROJECTS="1" if track_all else "0",
     )
     try:
         yield server, upstream
     finally:
         stop_server(server)
         upstream.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeUpstream]]:
+    with serving(tmp_path, ("wf-news", "wf-quiet"), track_all=False) as found:
+        yield found
 
 
 def _api(server: LiveServer, method: str, path: str, token: str = ADMIN_TOKEN, **kw: Any) -> Any:
@@ -125,16 +135,7 @@ def test_new_release_of_a_tracked_project_is_built_without_a_client(
 
 
 def test_every_built_project_is_tracked_with_the_setting(tmp_path: Path) -> None:
-    upstream = FakeUpstream(mode="json")
-    upstream.add(make_sdist(tmp_path, "wf-auto", "1.0"))
-    server = start_server(
-        tmp_path / "data",
-        tmp_path / "server.log",
-        WHEELFARM_UPSTREAM_URL=upstream.url,
-        WHEELFARM_UPSTREAM_TTL=str(TTL),
-        WHEELFARM_TRACK_BUILT_PROJECTS="1",
-    )
-    try:
+    with serving(tmp_path, ("wf-auto",), track_all=True) as (server, upstream):
         build_first_wheel(server, tmp_path, "wf-auto", server.token("build"))
         # The tracker takes the project's current versions as its baseline on its own.
         deadline = time.monotonic() + TTL + 15
@@ -143,14 +144,10 @@ def test_every_built_project_is_tracked_with_the_setting(tmp_path: Path) -> None
             time.sleep(0.2)
         (tracked,) = _api(server, "GET", "/api/tracked")["tracked"]
         assert tracked["project"] == "wf-auto" and tracked["explicit"] is False
-        assert tracked["versions"] == ["1.0"] and [
-            j["version"] for j in jobs_of(server, "wf-auto")
-        ] == ["1.0"]
+        assert tracked["versions"] == ["1.0"]
+        assert [j["version"] for j in jobs_of(server, "wf-auto")] == ["1.0"]
         upstream.add(make_sdist(tmp_path, "wf-auto", "2.0"))
         deadline = time.monotonic() + TTL + 1 + 10
         while "2.0" not in [j["version"] for j in jobs_of(server, "wf-auto")]:
             assert time.monotonic() < deadline, json.dumps(jobs_of(server, "wf-auto"))
             time.sleep(0.2)
-    finally:
-        stop_server(server)
-        upstream.close()
