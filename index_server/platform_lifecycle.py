@@ -160,6 +160,8 @@ def note_image(services: Services, platform: str, image_id: str | None) -> bool:
     now = _now()
     with write_transaction(services.engine) as conn:
         _ensure_state(conn, platform, now)
+        if _older_than_current(conn, platform, image_id):
+            return False  # a worker not yet on the new image (a rollout): not a change
         changed = conn.execute(
             update(platform_states)
             .where(
@@ -171,6 +173,23 @@ def note_image(services: Services, platform: str, image_id: str | None) -> bool:
     if changed and services.settings.rebuild_on_image_change:
         rebuild_stale(services, platform, "image change")
     return bool(changed)
+
+
+def _older_than_current(conn: Connection, platform: str, image_id: str) -> bool:
+    """Whether builds on ``image_id`` finished before the current image was first seen."""
+    state = _state_row(conn, platform)
+    if state is None or state.image_seen_at is None or state.image_id == image_id:
+        return False
+    earlier = conn.execute(
+        select(build_jobs.c.id)
+        .where(
+            build_jobs.c.platform == platform,
+            build_jobs.c.platform_image_id == image_id,
+            build_jobs.c.finished_at < state.image_seen_at,
+        )
+        .limit(1)
+    ).first()
+    return earlier is not None
 
 
 def current_image(conn: Connection, platform: str) -> str | None:

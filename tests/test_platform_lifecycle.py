@@ -156,9 +156,13 @@ def test_image_change_marks_wheels_stale_and_rebuilds_them(farm: Farm) -> None:
     farm.build(farm.queue_and_claim("two"), "sha256:image-b", "b")
     status = farm.status(PLATFORM)
     assert status["image_id"] == "sha256:image-b" and status["stale_wheels"] == 1
+    # A worker still on image A (a rollout under way) does not turn the clock back.
+    farm.build(farm.queue_and_claim("three"), "sha256:image-a", "a")
+    status = farm.status(PLATFORM)
+    assert status["image_id"] == "sha256:image-b" and status["stale_wheels"] == 2
     # Rebuilt on request: the new wheel (same name) replaces the one from image A.
     queued = farm.admin("POST", f"/api/platforms/{PLATFORM}/rebuild-stale")["queued"]
-    assert queued == [first["id"]]
+    assert queued == [first["id"], first["id"] + 2]
     again = farm.claim(PLATFORM)
     assert again is not None and again["id"] == first["id"]
     job = farm.admin("GET", f"/api/builds/{first['id']}")
@@ -169,6 +173,7 @@ def test_image_change_marks_wheels_stale_and_rebuilds_them(farm: Farm) -> None:
     rebuilt = farm.build(again, "sha256:image-b", "b2")
     files = farm.admin("GET", "/api/projects/one")["files"]
     assert [f["sha256"] for f in files] == [rebuilt["sha256"]] != [original["sha256"]]
+    farm.build(farm.claim(PLATFORM), "sha256:image-b", "b3")  # type: ignore[arg-type]
     assert farm.status(PLATFORM)["stale_wheels"] == 0
 
 
