@@ -54,7 +54,7 @@ def podman_problem() -> str | None:
         check=False,
     )
     if probe.returncode != 0:
-        return f"base image {BASE_IMAGE} is missing (.ci/setup.d/20-podman.sh makes it)"
+        return f"base image {BASE_IMAGE} is missing (.ci/setup.d/25-platform-images.sh makes it)"
     run = subprocess.run(
         [
             "podman",

@@ -226,3 +226,23 @@ def test_unknown_platform_upload_404(client: FlaskClient, upload_token: str, tmp
 
 def test_definitions_dir_is_package_dir() -> None:
     assert {p.stem for p in DEFINITIONS_DIR.glob("*.toml")} == set(ALL_PLATFORMS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["x", "bookworm", "arm64;true"],
+        ["x", "Bookworm", "amd64"],
+        ["x", "trixie", "amd64", "python3 python3-dev"],
+    ],
+)
+def test_base_image_recipe_refuses_bad_arguments(args: list[str]) -> None:
+    """The one debootstrap recipe checks its parameters before touching anything."""
+    import subprocess
+
+    from builder.images import BASE_RECIPE
+
+    done = subprocess.run(
+        ["bash", str(BASE_RECIPE), *args], capture_output=True, text=True, env={"ENGINE": "false"}
+    )
+    assert done.returncode == 2 and done.stderr.startswith("usage: make-debian-base.sh")
