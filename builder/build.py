@@ -337,7 +337,7 @@ def build_wheel(
             env={"HOME": "/tmp", "TMPDIR": "/tmp"},
             limits=CHECK_LIMITS,
             network="none",
-            timeout=CHECK_TIMEOUT,
+            timeout=CHECK_TIMEOUT * platform.slowdown,
             on_output=on_output,
         )
         timings["inspect"] = result.duration
@@ -411,7 +411,7 @@ def build_wheel(
                 env=check_env,
                 limits=CHECK_LIMITS,
                 network=index.network if deps else "none",
-                timeout=CHECK_TIMEOUT,
+                timeout=CHECK_TIMEOUT * platform.slowdown,
                 on_output=on_output,
             )
             timings["import"] = result.duration

@@ -72,6 +72,38 @@ class ToolsIndex:
         return ToolsIndex(url, bundle, self.trusted_host, self.build_tools)
 
 
+BASE_RECIPE = Path(__file__).resolve().parent / "images" / "make-debian-base.sh"
+
+
+def base_recipe_args(platform: Platform) -> list[str] | None:
+    """make-debian-base.sh's arguments for the platform's base image; None when its TOML
+    names no Debian suite (the base image comes from a registry)."""
+    if not platform.debian_suite:
+        return None
+    packages = ",".join(platform.python_packages) or "python3,python3-dev,python3-venv"
+    return [platform.base_image, platform.debian_suite, ENGINE_ARCH[platform.arch], packages]
+
+
+def ensure_base_image(platform: Platform, engine: str = "podman") -> bool:
+    """Make the platform's base image with debootstrap if it is missing (needs root; a
+    foreign architecture also qemu-user-static). True if it was made now."""
+    args = base_recipe_args(platform)
+    if args is None or image_id(platform.base_image, engine) is not None:
+        return False
+    done = subprocess.run(
+        ["bash", str(BASE_RECIPE), *args],
+        env={**os.environ, "ENGINE": engine},
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        text = done.stdout + done.stderr
+        raise ImageError(f"making base image {platform.base_image} failed:\n{text[-3000:]}", text)
+    return True
+
+
 def image_name(platform: Platform) -> str:
     return f"{IMAGE_REPOSITORY}/{platform.name}:latest"
 

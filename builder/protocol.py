@@ -127,6 +127,9 @@ FINISH: dict[str, Any] = {
         "error_category": {"type": ["string", "null"], "enum": [*ERROR_CATEGORIES, None]},
         "error_summary": {"type": ["string", "null"], "maxLength": 10_000},
         "image_id": {"type": ["string", "null"], "maxLength": 200},
+        # The platform's build image (wheelfarm-build/<platform>): a new one makes the
+        # platform's wheels built on older images stale (index_server/platform_lifecycle.py).
+        "platform_image_id": {"type": ["string", "null"], "maxLength": 200},
         "build_seconds": {"type": ["number", "null"], "minimum": 0},
         "wheels": {"type": "array", "items": {"type": "string"}},
         "shared_libraries": {"type": "array", "items": {"type": "string"}},

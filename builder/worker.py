@@ -300,6 +300,7 @@ class Worker:
         stream.flush()
         report: dict[str, Any] = {
             "image_id": result.image_id or result.image,
+            "platform_image_id": self._platform_image_id(platform, result),
             "build_seconds": round(time.monotonic() - started, 3),
             "os_packages": result.os_packages,
             "shared_libraries": sorted(result.shared_libraries),
@@ -314,6 +315,15 @@ class Worker:
         for wheel in result.wheels:
             self.client.upload_wheel(job, wheel)
         return {**report, "outcome": "succeeded", "wheels": [w.name for w in result.wheels]}
+
+    def _platform_image_id(self, platform: Platform, result: BuildResult) -> str | None:
+        """The id of the platform's build image this build came from (its base, for a
+        derived image with extra packages); None for the host runner."""
+        if self.runner == "host":
+            return None
+        from builder.images import image_id, image_name
+
+        return image_id(image_name(platform), self.runner) or result.image_id or None
 
     def _run_build(
         self,

@@ -8,7 +8,7 @@ from werkzeug.exceptions import HTTPException
 from index_server import console, metrics
 from index_server.config import Settings
 from index_server.services import Services, build_services
-from index_server.views import api, builds_api, files, simple, upload, worker_api
+from index_server.views import api, builds_api, files, platforms_api, simple, upload, worker_api
 from index_server.views.common import IdConverter, error_response, refuse_nul, require_read
 
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     for blueprint in (api.bp, builds_api.bp, worker_api.bp, upload.bp, files.bp, simple.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(platforms_api.bp)
     app.register_error_handler(HTTPException, error_response)
     app.before_request(refuse_nul)
     console.init_app(app, services)

@@ -490,14 +490,23 @@ def platform() -> None:
 @click.option(
     "--engine", type=click.Choice(["podman", "docker"]), default="podman", show_default=True
 )
+@click.option(
+    "--base/--no-base",
+    default=True,
+    show_default=True,
+    help="First make the base image with debootstrap when it is missing (platforms whose "
+    "[image] names a debian_suite; needs root).",
+)
 @click.pass_context
-def platform_build_image(ctx: click.Context, name: str, engine: str) -> None:
-    """Build a platform's build image and record its id."""
-    from builder.images import ImageError, build_image, image_name
+def platform_build_image(ctx: click.Context, name: str, engine: str, base: bool) -> None:
+    """Build a platform's build image (and its Debian base image) and record its id."""
+    from builder.images import ImageError, build_image, ensure_base_image, image_name
     from platforms import PlatformError, iter_platforms, load_platforms
 
     try:
         (chosen,) = iter_platforms([name], load_platforms(_settings(ctx).platforms_dir))
+        if base and ensure_base_image(chosen, engine):
+            click.echo(f"made base image {chosen.base_image}")
         image_id = build_image(chosen, engine)
     except (PlatformError, ImageError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
@@ -517,10 +526,26 @@ def platform_list(ctx: click.Context) -> None:
     from platforms import load_platforms
 
     for p in load_platforms(_settings(ctx).platforms_dir).values():
+        notes = "".join(
+            f", {note}" for note, on in (("emulated", p.emulated), ("retired", p.retired)) if on
+        )
         click.echo(
             f"{p.name:<30} {p.os} {p.release}, CPython {p.python}, {p.arch}, "
-            f"glibc {p.glibc}, best tag {p.supported_tags[0]}"
+            f"glibc {p.glibc}, best tag {p.supported_tags[0]}{notes}"
         )
+
+
+# A platform's life and tracked projects, over the admin API (index_server/platform_commands.py).
+from index_server import platform_commands  # noqa: E402
+
+for _command in (
+    platform_commands.backfill_cmd,
+    platform_commands.status_cmd,
+    platform_commands.rebuild_stale_cmd,
+    platform_commands.delete_files_cmd,
+):
+    platform.add_command(_command)
+main.add_command(platform_commands.track_cmd)
 
 
 # Client commands for CI jobs and admins (index_server/warm/).

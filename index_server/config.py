@@ -29,6 +29,10 @@ class Settings:
     upstream_retry_after: int = 30  # after a failure, serve stale this long before retrying
     private_projects: tuple[str, ...] = ()  # names/globs never merged with an upstream
     build_lease_seconds: int = 60  # a worker must heartbeat within this, or lose its job
+    # A platform's new build image queues its stale wheels' rebuilds at once.
+    rebuild_on_image_change: bool = False
+    # Proactive builds for every project with platform wheels, not only tracked ones.
+    track_built_projects: bool = False
     build_settings_file: Path | None = None  # per-project build settings, applied at start
     secret_key: str | None = None  # console sessions; share it between nodes (else per data dir)
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -66,6 +70,9 @@ class Settings:
         for key, cast in _NUMBERS.items():
             if f"WHEELFARM_{key.upper()}" in env:
                 values[key] = cast(env[f"WHEELFARM_{key.upper()}"])
+        for key in ("rebuild_on_image_change", "track_built_projects"):
+            if f"WHEELFARM_{key.upper()}" in env:
+                values[key] = parse_bool(env[f"WHEELFARM_{key.upper()}"])
         if env.get("WHEELFARM_SECRET_KEY"):
             values["secret_key"] = env["WHEELFARM_SECRET_KEY"]
         if env.get("WHEELFARM_BUILD_SETTINGS_FILE"):

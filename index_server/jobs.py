@@ -154,7 +154,6 @@ def claim(
 ) -> dict[str, Any] | None:
     """Give the oldest ready job of these platforms to this worker, or None."""
     now = _now()
-    lease_seconds = services.settings.build_lease_seconds
     lease = secrets.token_urlsafe(24)
     with write_transaction(services.engine) as conn:
         requeue_expired(conn, now)
@@ -172,6 +171,10 @@ def claim(
             candidate = candidate.with_for_update(skip_locked=True)
         job_id = conn.execute(candidate).scalar()
         if job_id is not None:
+            platform = conn.execute(
+                select(build_jobs.c.platform).where(build_jobs.c.id == job_id)
+            ).scalar_one()
+            lease_seconds = lease_seconds_for(services, platform)
             claimed = conn.execute(
                 update(build_jobs)
                 .where(build_jobs.c.id == job_id, build_jobs.c.state == "queued")
@@ -209,6 +212,14 @@ def claim(
         "attempt": row["attempts"],
         "settings": settings,
     }
+
+
+def lease_seconds_for(services: Services, platform: str) -> int:
+    """The lease of a job on this platform: an emulated one's steps take longer between
+    the worker's chances to heartbeat, so its lease is stretched by the platform's slowdown."""
+    known = services.platforms.get(platform)
+    factor = known.slowdown if known else 1.0
+    return round(services.settings.build_lease_seconds * factor)
 
 
 def _seen(
@@ -269,10 +280,11 @@ def heartbeat(services: Services, job_id: int, lease: str) -> bool:
         ):
             return True
         job = _leased(conn, job_id, lease)
+        seconds = lease_seconds_for(services, job["platform"])
         conn.execute(
             update(build_jobs)
             .where(build_jobs.c.id == job_id)
-            .values(lease_expires_at=now + timedelta(seconds=services.settings.build_lease_seconds))
+            .values(lease_expires_at=now + timedelta(seconds=seconds))
         )
         conn.execute(
             update(workers)
@@ -308,6 +320,7 @@ def finish(services: Services, job_id: int, report: dict[str, Any]) -> dict[str,
         values: dict[str, Any] = {
             "lease": None,
             "image_id": report.get("image_id"),
+            "platform_image_id": report.get("platform_image_id"),
             "build_seconds": report.get("build_seconds"),
             "error_category": category,
             "error_summary": report.get("error_summary"),
@@ -409,7 +422,7 @@ def cancel(services: Services, job_id: int, actor: str, reason: str | None = Non
     )
 
 
-def rebuild(services: Services, job_id: int, actor: str) -> dict[str, Any]:
+def rebuild(services: Services, job_id: int, actor: str, source: str = "rebuild") -> dict[str, Any]:
     return _admin_update(
         services,
         job_id,
@@ -425,7 +438,7 @@ def rebuild(services: Services, job_id: int, actor: str) -> dict[str, Any]:
             "error_summary": None,
             "log": "",
             "requested_at": _now(),
-            "source": "rebuild",
+            "source": source,
             "finished_at": None,
             # Nothing of the previous attempt may show on a queued job's page.
             "lease_expires_at": None,
@@ -433,6 +446,7 @@ def rebuild(services: Services, job_id: int, actor: str) -> dict[str, Any]:
             "build_seconds": None,
             "waited_seconds": None,
             "image_id": None,
+            "platform_image_id": None,
             "result": None,
         },
         "rebuild",

@@ -135,6 +135,19 @@ def _schemas() -> dict[str, Schema]:
                 "glibc": {"type": "string"},
                 "base_image": {"type": "string"},
                 "manylinux": {"type": "boolean"},
+                "emulated": {
+                    "type": "boolean",
+                    "description": "built under qemu-user on a host of another architecture",
+                },
+                "retired": {
+                    "type": "boolean",
+                    "description": "builds nothing new; its files stay readable until deleted",
+                },
+                "build_timeout": {"type": ["number", "null"], "description": "seconds"},
+                "slowdown": {
+                    "type": "number",
+                    "description": "times native: stretches the lease and the check steps",
+                },
                 "platform_tags": {"type": "array", "items": {"type": "string"}},
                 "tags_count": {"type": "integer"},
                 "best_tag": {"type": "string"},

@@ -46,8 +46,12 @@ class WheelfarmServer(BaseApplication):  # type: ignore[misc]
         if "logconfig_dict" not in self.options:
             configure_logging()  # our format for this worker's own loggers
 
+        from index_server.tracking import start_tracker
+
         # Each worker opens its own database engine after the fork.
-        return create_app(services=build_services(self.settings, migrate=False))
+        services = build_services(self.settings, migrate=False)
+        start_tracker(services)  # proactive builds of tracked projects (index_server/tracking.py)
+        return create_app(services=services)
 
 
 def http_parser() -> str:

@@ -11,6 +11,7 @@ from index_server.config import Settings
 from index_server.db.engine import make_engine
 from index_server.db.hot import HotQuery
 from index_server.db.migrate import upgrade
+from index_server.download_counts import DownloadCounter
 from index_server.repository import (
     INDEX_SERIAL,
     PROJECT_STATE,
@@ -32,6 +33,7 @@ class Services:
     platforms: dict[str, Platform]
     pages: PageCache = field(default_factory=PageCache)
     small_blobs: SmallBlobCache = field(default_factory=SmallBlobCache)
+    downloads: DownloadCounter = field(default_factory=DownloadCounter)
     hot: HotQueries = field(init=False)
 
     def __post_init__(self) -> None:

@@ -50,6 +50,14 @@ class Platform:
     # [image]: the build image's Dockerfile (relative to this folder) and extra OS packages.
     dockerfile: str = DEFAULT_DOCKERFILE
     system_packages: tuple[str, ...] = ()
+    # Built under qemu-user on a host of another architecture: several times slower.
+    emulated: bool = False
+    # Retired: no new builds; its index and files stay readable until deleted.
+    retired: bool = False
+    # [image] how builder/images/make-debian-base.sh makes base_image: the Debian suite and
+    # the Python packages ("" when the base image comes from a registry).
+    debian_suite: str = ""
+    python_packages: tuple[str, ...] = ()
 
     @property
     def dockerfile_path(self) -> Path:
@@ -104,7 +112,13 @@ class Platform:
     @property
     def builds_on_first_sight(self) -> bool:
         """Whether serving an sdist with no wheel here records a build request."""
-        return bool(self.build_limits.get("on_first_sight", True))
+        return not self.retired and bool(self.build_limits.get("on_first_sight", True))
+
+    @property
+    def slowdown(self) -> float:
+        """How many times longer than native a step takes here ([build] slowdown): the
+        lease and the check steps' time limits are stretched by it."""
+        return float(self.build_limits.get("slowdown", 1))  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -116,6 +130,10 @@ class Platform:
             "glibc": self.glibc,
             "base_image": self.base_image,
             "manylinux": self.manylinux,
+            "emulated": self.emulated,
+            "retired": self.retired,
+            "build_timeout": self.build_limits.get("timeout"),
+            "slowdown": self.slowdown,
             "platform_tags": self.platform_tags(),
             "tags_count": len(self.supported_tags),
             "best_tag": str(self.supported_tags[0]),
@@ -157,11 +175,17 @@ def parse_platform(data: Mapping[str, object], source: str = "<platform>") -> Pl
         or ".." in Path(dockerfile).parts
     ):
         raise PlatformError(f"{source}: [image] dockerfile must be a relative path in platforms/")
-    packages = image.get("system_packages", [])
-    if not isinstance(packages, list) or not all(
-        isinstance(p, str) and DEBIAN_PACKAGE_RE.match(p) for p in packages
-    ):
-        raise PlatformError(f"{source}: [image] system_packages must be Debian package names")
+    packages = _package_list(image, "system_packages", source)
+    python_packages = _package_list(image, "python_packages", source)
+    suite = image.get("debian_suite", "")
+    if not isinstance(suite, str) or not re.fullmatch(r"[a-z]*", suite):
+        raise PlatformError(f"{source}: [image] debian_suite must be a Debian suite name")
+    for key in ("emulated", "retired"):
+        if not isinstance(data.get(key, False), bool):
+            raise PlatformError(f"{source}: '{key}' must be true or false")
+    slowdown = limits.get("slowdown", 1)
+    if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or slowdown < 1:
+        raise PlatformError(f"{source}: [build] slowdown must be a number >= 1")
     return Platform(
         name=name,
         os=text("os"),
@@ -173,8 +197,21 @@ def parse_platform(data: Mapping[str, object], source: str = "<platform>") -> Pl
         manylinux=bool(data.get("manylinux", False)),
         build_limits=limits,
         dockerfile=dockerfile,
-        system_packages=tuple(packages),
+        system_packages=packages,
+        emulated=bool(data.get("emulated", False)),
+        retired=bool(data.get("retired", False)),
+        debian_suite=suite,
+        python_packages=python_packages,
     )
+
+
+def _package_list(table: Mapping[str, object], key: str, source: str) -> tuple[str, ...]:
+    packages = table.get(key, [])
+    if not isinstance(packages, list) or not all(
+        isinstance(p, str) and DEBIAN_PACKAGE_RE.match(p) for p in packages
+    ):
+        raise PlatformError(f"{source}: [image] {key} must be Debian package names")
+    return tuple(packages)
 
 
 def load_platforms(directory: Path = DEFINITIONS_DIR) -> dict[str, Platform]:

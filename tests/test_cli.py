@@ -180,6 +180,8 @@ def test_platform_list(run) -> None:  # type: ignore[no-untyped-def]
     (debian,) = [line for line in lines if line.startswith(PLATFORM)]
     assert "CPython 3.11" in debian and "glibc 2.36" in debian
     assert debian.endswith(f"best tag {next(iter(tags.sys_tags()))}")
+    (arm,) = [line for line in lines if line.startswith("debian-12-py3.11-aarch64")]
+    assert arm.endswith("best tag cp311-cp311-linux_aarch64, emulated")
 
 
 def test_env_database_and_storage_urls(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -81,6 +81,9 @@ def test_dashboard_shows_queue_workers_throughput_and_failures(
     assert (text(row.find(class_="queued")), text(row.find(class_="running"))) == ("0", "1")
     other = queue.find("tr", attrs={"data-platform": OTHER_PLATFORM})
     assert (text(other.find(class_="queued")), text(other.find(class_="running"))) == ("1", "0")
+    # An emulated platform says so; a native one does not.
+    emulated = queue.find("tr", attrs={"data-platform": "debian-12-py3.11-aarch64"})
+    assert emulated.find(class_="emulated") is not None and row.find(class_="emulated") is None
     assert text(soup.find(id="last-hour")) == "2" and text(soup.find(id="last-day")) == "2"
     workers = text(soup.find(id="workers"))
     assert "worker-1" in workers and "1 alive of 1" in workers and "alive" in workers

@@ -1,7 +1,7 @@
 """The container image and the Compose file.
 
 * The top-level Dockerfile, built for real with Podman, offline: the base image made by
-  .ci/setup.d/20-podman.sh, dependencies from a folder of wheels (tests/image_wheels.py)
+  .ci/setup.d/25-platform-images.sh, dependencies from a folder of wheels (tests/image_wheels.py)
   mounted into the build, no network. The server runs from it on a published port: the
   image's health check passes (and fails with no server), it runs as a non-root user, a
   wheel uploaded with twine installs with pip into a fresh venv, and the Docker CLI the

@@ -19,8 +19,10 @@ from tests.http_helpers import (
     ALL_PLATFORMS,
     PLATFORM,
     PY310_X86,
+    PY311_ARM,
     PY312_ARM,
     PY312_X86,
+    PY313_X86,
     services_fixture,
     upload,
 )
@@ -118,6 +120,11 @@ def test_custom_platform_directory(tmp_path: Path) -> None:
         ({"name": "api"}, "invalid platform name 'api'"),
         ({"name": "files"}, "invalid platform name 'files'"),
         ({"build": "fast"}, "[build] must be a table"),
+        ({"emulated": "yes"}, "'emulated' must be true or false"),
+        ({"retired": 1}, "'retired' must be true or false"),
+        ({"build": {"slowdown": 0.5}}, "[build] slowdown must be a number >= 1"),
+        ({"image": {"debian_suite": "Trixie!"}}, "[image] debian_suite must be"),
+        ({"image": {"python_packages": ["python3", "a b"]}}, "[image] python_packages must be"),
     ],
 )
 def test_bad_definition_rejected(change: dict[str, object], message: str) -> None:
@@ -162,6 +169,33 @@ def test_api_platforms(client: FlaskClient) -> None:
     assert debian["tags_count"] == len(list(tags.sys_tags()))
     assert listed[PY312_ARM]["platform_tags"][0] == "linux_aarch64"
     assert listed[PY312_X86]["best_tag"] == "cp312-cp312-linux_x86_64"
+    # The emulated platform says so, with its own (longer) limits; the native ones do not.
+    arm = listed[PY311_ARM]
+    assert arm["emulated"] is True and arm["best_tag"] == "cp311-cp311-linux_aarch64"
+    assert arm["slowdown"] > 1 and arm["build_timeout"] > debian["build_timeout"]
+    assert debian["emulated"] is False and debian["slowdown"] == 1
+    assert listed[PY313_X86]["best_tag"] == "cp313-cp313-linux_x86_64"
+    assert listed[PY313_X86]["glibc"] == "2.41" and not listed[PY313_X86]["emulated"]
+
+
+def test_debian_platforms_name_their_base_image_recipe() -> None:
+    """The locally made base images come from one recipe, parameterised per platform."""
+    from builder.images import base_recipe_args
+
+    loaded = load_platforms()
+    assert base_recipe_args(loaded[PY313_X86]) == [
+        "localhost/debian-13-py3.13-base:latest",
+        "trixie",
+        "amd64",
+        "python3,python3-dev,python3-venv,python3-pip",
+    ]
+    assert base_recipe_args(loaded[PY311_ARM])[1:3] == ["bookworm", "arm64"]  # type: ignore[index]
+    assert base_recipe_args(loaded[PLATFORM])[1:3] == ["bookworm", "amd64"]  # type: ignore[index]
+    # Ubuntu platforms stay on their public registry images: no recipe, checked statically.
+    for name in (PY310_X86, PY312_X86, PY312_ARM):
+        assert base_recipe_args(loaded[name]) is None
+        assert loaded[name].base_image.startswith("docker.io/")
+        assert not loaded[name].emulated
 
 
 @pytest.mark.parametrize(
@@ -192,3 +226,23 @@ def test_unknown_platform_upload_404(client: FlaskClient, upload_token: str, tmp
 
 def test_definitions_dir_is_package_dir() -> None:
     assert {p.stem for p in DEFINITIONS_DIR.glob("*.toml")} == set(ALL_PLATFORMS)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["x", "bookworm", "arm64;true"],
+        ["x", "Bookworm", "amd64"],
+        ["x", "trixie", "amd64", "python3 python3-dev"],
+    ],
+)
+def test_base_image_recipe_refuses_bad_arguments(args: list[str]) -> None:
+    """The one debootstrap recipe checks its parameters before touching anything."""
+    import subprocess
+
+    from builder.images import BASE_RECIPE
+
+    done = subprocess.run(
+        ["bash", str(BASE_RECIPE), *args], capture_output=True, text=True, env={"ENGINE": "false"}
+    )
+    assert done.returncode == 2 and done.stderr.startswith("usage: make-debian-base.sh")

@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Podman for the builder's container tests, and the locally made Debian 12 base image.
-# Idempotent: installs packages, (re)writes podman's config, and makes the image only when
-# it is missing.
-# setup-inputs: builder/images/make-debian-base.sh
+# Podman for the builder's container tests (the base images: 25-platform-images.sh).
+# Idempotent: installs packages and (re)writes podman's config.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,7 +28,7 @@ default_ulimits = []
 runtime = "runc"
 EOF
 
-bash builder/images/make-debian-base.sh localhost/debian-12-py3.11-base:latest bookworm
+# The platforms' base images (Debian 12 among them): 25-platform-images.sh.
 
 # Wheels for the builder tests' local index (tests/builder_helpers.py, INDEX_REQUIREMENTS),
 # fetched once here so the tests themselves need no network.

@@ -32,6 +32,8 @@ class QueueRow:
     running: int
     oldest_queued: datetime | None
     configured: bool
+    emulated: bool = False  # built under qemu-user: several times slower
+    retired: bool = False
 
 
 def queue_by_platform(services: Services) -> list[QueueRow]:
@@ -60,6 +62,8 @@ def queue_by_platform(services: Services) -> list[QueueRow]:
             by_state.get("running", 0),
             oldest.get(platform),
             platform in services.platforms,
+            platform in services.platforms and services.platforms[platform].emulated,
+            platform in services.platforms and services.platforms[platform].retired,
         )
         for platform, by_state in counts.items()
     ]

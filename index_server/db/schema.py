@@ -164,6 +164,9 @@ build_jobs = Table(
     Column("reason", Text),  # why skipped or cancelled
     Column("log", Text, nullable=False, server_default=""),
     Column("result", Text),  # JSON: wheels, shared libraries, OS packages, settings used
+    # The platform's build image (wheelfarm-build/<platform>) the worker built on; wheels
+    # of jobs built on another image than the platform's current one are stale.
+    Column("platform_image_id", String(200)),
     UniqueConstraint("project", "version", "platform", name="uq_build_jobs_pvp"),
 )
 Index("ix_build_jobs_state_platform", build_jobs.c.state, build_jobs.c.platform)
@@ -204,4 +207,43 @@ workers = Table(
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
     Column("current_job", Integer),
+)
+
+# A platform as the server has known it: when first seen, its current build image (the
+# newest one a worker reported), and when it was backfilled.
+platform_states = Table(
+    "platform_states",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("platform", String(100), nullable=False, unique=True),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("image_id", String(200)),
+    Column("image_seen_at", DateTime(timezone=True)),
+    Column("backfilled_at", DateTime(timezone=True)),
+)
+
+# Downloads per project and day (UTC, "YYYY-MM-DD"), counted in memory and added in batches:
+# what "recently downloaded" means when a new platform is backfilled.
+project_downloads = Table(
+    "project_downloads",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", String(200), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    UniqueConstraint("project", "day", name="uq_project_downloads_project_day"),
+)
+
+# Projects whose new upstream releases are built before anyone asks (proactive builds).
+# ``versions``: the versions seen so far (JSON list); only later ones are new releases.
+tracked_projects = Table(
+    "tracked_projects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", String(200), nullable=False, unique=True),
+    Column("explicit", Boolean, nullable=False, server_default=false()),  # tracked by an admin
+    Column("versions", Text, nullable=False),
+    Column("checked_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
 )

@@ -133,6 +133,8 @@ def request_builds() -> Response:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         fail(400, "'platforms' must be a non-empty list of platform names")
     platforms = [get_platform(n).name for n in names]
+    if retired := [n for n in platforms if services().platforms[n].retired]:
+        fail(400, f"retired platforms build nothing new: {', '.join(retired)}")
     outcomes = [
         jobs.request_build(services(), project, version, p, "request", who.name).__dict__
         for p in platforms

@@ -55,6 +55,8 @@ def _send_local(record: ServedFile, metadata: bool) -> Response:
         if not record.metadata_sha256:
             fail(404, f"no metadata file for {record.filename}")
         return _send_metadata(record.metadata_sha256)
+    svc = services()
+    svc.downloads.note(svc, record.project)
     return _send_blob(record.sha256, _mimetype(record.filename), record.filename)
 
 
@@ -104,6 +106,7 @@ def platform_download(platform: str, project: str, sha256: str, filename: str) -
             fail(503, f"{name} is being fetched by another request; retry shortly")
     if metadata:
         return _send_metadata(digest)
+    svc.downloads.note(svc, project)
     version = version_of(dist_name)
     if not dist_name.endswith(".whl") and version:
         note_sdist_served(svc, plat, project, version)

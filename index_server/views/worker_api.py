@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from builder import protocol
-from index_server import jobs, repository
+from index_server import admin, jobs, platform_lifecycle, repository
 from index_server import openapi as spec
 from index_server.db.engine import read_connection
 from index_server.db.schema import ALL_PLATFORMS
@@ -63,7 +63,11 @@ def claim() -> Response:
     unknown = [p for p in message["platforms"] if p not in svc.platforms]
     if unknown:
         fail(400, f"unknown platforms: {', '.join(unknown)}")
-    job = jobs.claim(svc, message["worker"], message["platforms"], message.get("runner", "podman"))
+    # A retired platform's queued jobs wait (its files stay readable; nothing new is built).
+    active = [p for p in message["platforms"] if not svc.platforms[p].retired]
+    if not active:
+        return Response(status=204)
+    job = jobs.claim(svc, message["worker"], active, message.get("runner", "podman"))
     if job is None:
         return Response(status=204)
     return jsonify(job)
@@ -162,6 +166,10 @@ def upload_wheel(job_id: int) -> Response:
     if not content.filename.endswith(".whl"):
         fail(400, "a build uploads wheels only")
     earlier = _earlier_attempts_wheel(svc, job, content.filename)
+    if earlier is not None and platform_lifecycle.replaces_stale(job, earlier):
+        # A rebuild after an image change: the new wheel replaces the one from the old image.
+        admin.delete_file(svc, earlier.id, f"{who.name} ({job['worker']}, job {job_id})")
+        earlier = None
     if earlier is not None:
         # Builds are not byte-for-byte reproducible: a worker that died after uploading left
         # this job's wheel already. Files are immutable; that one (import-checked) stays.
@@ -214,7 +222,11 @@ def _earlier_attempts_wheel(svc, job: dict, filename: str):  # type: ignore[no-u
 def finish(job_id: int) -> Response:
     require("build")
     message = _message(protocol.FINISH)
+    svc = services()
     try:
-        return jsonify(jobs.finish(services(), job_id, message))
+        job = jobs.finish(svc, job_id, message)
     except jobs.JobError as exc:
         _job_errors(exc)
+    if job["state"] == "succeeded":
+        platform_lifecycle.note_image(svc, job["platform"], message.get("platform_image_id"))
+    return jsonify(job)
