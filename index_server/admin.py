@@ -49,6 +49,7 @@ def delete_file(services: Services, file_id: int, actor: str) -> FileRecord:
     with write_transaction(services.engine) as conn:
         record = _require(conn, file_id)
         serial = repository.next_serial(conn)
+        repository.add_tombstone(conn, file_id, actor)  # PyPI's rule: never other bytes again
         repository.delete_file_row(conn, file_id)
         _touch(conn, record, serial)
         repository.record_event(conn, actor, "delete", record.project, record.filename)

@@ -6,7 +6,9 @@ reason for anything a client must fix.
 
 from __future__ import annotations
 
+import hashlib
 import lzma
+import operator
 import re
 import tarfile
 import zipfile
@@ -22,6 +24,7 @@ from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
+    canonicalize_version,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -38,6 +41,7 @@ MAX_ZIP_DIRECTORY_BYTES = 160 * MAX_ARCHIVE_MEMBERS
 # the file's size, whichever is more (a gzip bomb inflates ~1000 times).
 MIN_TAR_SCAN_BYTES = 256 * 1024 * 1024
 TAR_SCAN_RATIO = 16
+_TAG_PARTS = operator.attrgetter("interpreter", "abi", "platform")
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!\-]*$")
 
 
@@ -52,6 +56,25 @@ class DistributionName:
     version: Version
     packagetype: str  # "sdist" or "bdist_wheel"
     tags: frozenset[Tag]
+    build: tuple[()] | tuple[int, str] = ()
+
+    @property
+    def key(self) -> str:
+        """The distribution's identity as pip sees it, whatever the filename's spelling.
+
+        Normalized name and version (``Alpha`` is ``alpha``, ``1.0.0`` is ``1.0``), the
+        build tag and the wheel's tags in a fixed order; every sdist of a version is one.
+        """
+        name = self.project.replace("-", "_")
+        version = canonicalize_version(self.version)
+        if not self.is_wheel:
+            return f"{name}-{version}.sdist"
+        build = f"-{self.build[0]}{self.build[1]}" if self.build else ""
+        parts = ("-".join(_TAG_PARTS(t)) for t in sorted(self.tags, key=str))
+        key = f"{name}-{version}{build}-{'.'.join(parts)}"
+        if len(key) > 300:  # many tags: the column holds 300, a digest keeps it unique
+            key = key[:235] + "~" + hashlib.sha256(key.encode()).hexdigest()
+        return key
 
     @property
     def is_wheel(self) -> bool:
@@ -77,8 +100,8 @@ def parse_filename(filename: str) -> DistributionName:
         raise InvalidDistribution(f"invalid filename {filename!r}")
     try:
         if filename.endswith(".whl"):
-            name, version, _build, tags = parse_wheel_filename(filename)
-            return DistributionName(filename, name, version, "bdist_wheel", tags)
+            name, version, build, tags = parse_wheel_filename(filename)
+            return DistributionName(filename, name, version, "bdist_wheel", tags, build)
         if filename.endswith((".tar.gz", ".zip")):
             name, version = parse_sdist_filename(filename)
             return DistributionName(filename, name, version, "sdist", frozenset())

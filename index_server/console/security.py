@@ -25,12 +25,10 @@ from pathlib import Path
 
 from flask import Flask, Request, current_app, g, session
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
-from sqlalchemy import select
 
-from index_server import repository
-from index_server.auth import Identity, authenticate
-from index_server.db.engine import read_connection, write_transaction
-from index_server.db.schema import tokens
+from index_server import audit, repository
+from index_server.auth import Identity, authenticate, token_identity
+from index_server.db.engine import write_transaction
 from index_server.services import Services
 
 log = logging.getLogger("wheelfarm.console")
@@ -128,6 +126,7 @@ def log_in(services: Services, secret: str) -> Identity | None:
     else:
         session["admin_fp"] = _fingerprint(secret.strip())
     csrf_token()
+    audit.authenticated(who.token_id, who.owner)
     with write_transaction(services.engine) as conn:
         repository.record_event(conn, who.name, "console login", None, None, who.scope)
     log.info("console login", extra={"event": "console_login", "who": who.name})
@@ -154,13 +153,11 @@ def _session_identity(services: Services) -> Identity | None:
         return None
     token_id = session.get("token_id")
     if isinstance(token_id, int):
-        with read_connection(services.engine) as conn:
-            row = conn.execute(
-                select(tokens.c.scope).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
-            ).first()
-        if row is None or row.scope != scope:
+        who = token_identity(services.engine, token_id)
+        if who is None or who.scope != scope:
             return None
-        return Identity(name=name, scope=scope, token_id=token_id)
+        audit.authenticated(who.token_id, who.owner)
+        return who
     admin_token = services.settings.admin_token
     presented = session.get("admin_fp")
     if not admin_token or not isinstance(presented, str):

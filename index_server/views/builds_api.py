@@ -84,6 +84,8 @@ def request_builds() -> Response:
     who = require("upload")
     body = _body()
     project = _project(_text(body, "project"))
+    if not who.may_write(project):
+        fail(403, f"this token may not write project {project!r} (its project scope)")
     try:
         version = _version(str(Version(_text(body, "version"))))
     except InvalidVersion:
