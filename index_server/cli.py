@@ -261,6 +261,15 @@ main.add_command(access_cli.owner)
 main.add_command(access_cli.audit)
 
 
+def _worker_token(token: str | None, token_file: Path | None) -> str:
+    if token_file is not None:
+        lines = token_file.read_text().splitlines()
+        token = lines[0].strip() if lines else ""
+    if not token:
+        raise click.UsageError("give the build token: WHEELFARM_TOKEN, or --token-file")
+    return token
+
+
 @main.command("projects")
 @click.pass_context
 def projects_cmd(ctx: click.Context) -> None:
@@ -369,7 +378,20 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--server", envvar="WHEELFARM_SERVER_URL", required=True, help="The server's URL.")
-@click.option("--token", envvar="WHEELFARM_TOKEN", required=True, help="A build-scoped token.")
+@click.option(
+    "--token",
+    envvar="WHEELFARM_TOKEN",
+    default=None,
+    help="A build-scoped token; better in WHEELFARM_TOKEN or --token-file than on a command "
+    "line, which other users can read in the process list.",
+)
+@click.option(
+    "--token-file",
+    envvar="WHEELFARM_TOKEN_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding the build token (first line).",
+)
 @click.option(
     "--platform",
     "platform_names",
@@ -401,7 +423,8 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
 def worker(
     ctx: click.Context,
     server: str,
-    token: str,
+    token: str | None,
+    token_file: Path | None,
     platform_names: tuple[str, ...],
     runner: str,
     jobs: int,
@@ -444,7 +467,7 @@ def worker(
     tools_env = {k: v for k, v in os.environ.items() if k in ("PIP_CERT", "SSL_CERT_FILE")}
     workers = [
         Worker(
-            ServerClient(server, token),
+            ServerClient(server, _worker_token(token, token_file)),
             {p.name: p for p in chosen},
             runner,
             name=base if jobs == 1 else f"{base}-{i + 1}",

@@ -28,7 +28,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from platforms import is_pure
 
@@ -115,7 +115,7 @@ def parse_filename(filename: str) -> DistributionName:
 def read_core_metadata(path: Path, dist: DistributionName) -> CoreMetadata:
     """The archive's METADATA (wheel) or PKG-INFO (sdist), checked against its filename."""
     if dist.is_wheel:
-        raw = _read_wheel_metadata(path)
+        raw = _read_wheel_metadata(path, dist)
     elif dist.filename.endswith(".zip"):
         raw = _read_zip_sdist_metadata(path)
     else:
@@ -123,14 +123,29 @@ def read_core_metadata(path: Path, dist: DistributionName) -> CoreMetadata:
     return _check_metadata(raw, dist)
 
 
-def _read_wheel_metadata(path: Path) -> bytes:
+def _read_wheel_metadata(path: Path, dist: DistributionName) -> bytes:
     with _open_zip(path) as archive:
         names = [n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
         if len(names) != 1:
             raise InvalidDistribution(
                 f"wheel must contain exactly one .dist-info/METADATA, found {len(names)}"
             )
+        _check_dist_info(names[0].split("/")[0], dist)
         return _read_zip_member(archive, names[0])
+
+
+def _check_dist_info(directory: str, dist: DistributionName) -> None:
+    """The ``<name>-<version>.dist-info`` folder is the filename's project and version: pip
+    installs by it, so another name would install (and shadow) another project."""
+    name, _, version = directory.removesuffix(".dist-info").rpartition("-")
+    try:
+        same_version = Version(version) == dist.version
+    except InvalidVersion:
+        same_version = False
+    if canonicalize_name(name) != dist.project or not same_version:
+        raise InvalidDistribution(
+            f"{directory} does not match the filename's {dist.project} {dist.version}"
+        )
 
 
 def _read_zip_sdist_metadata(path: Path) -> bytes:

@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, Request, current_app, g, session
+from flask import request as flask_request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 
 from index_server import audit, repository
@@ -73,6 +74,11 @@ class ConsoleSessions(SecureCookieSessionInterface):
         if not request.path.startswith("/console"):
             return self.null_session_class()
         return super().open_session(app, request)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """``Secure`` whenever the request came over TLS (directly, or through a proxy that
+        says so: gunicorn's forwarded_allow_ips, or ``trusted_proxies``)."""
+        return bool(super().get_cookie_secure(app) or flask_request.is_secure)
 
 
 def configure(app: Flask, services: Services) -> None:

@@ -77,7 +77,7 @@ def projects() -> Response:
 @bp.get("/projects/<name>")
 def project_files(name: str) -> Response:
     require_read()
-    canonical = canonicalize_name(name)
+    canonical = project_name(name)
     with read_connection(services().engine) as conn:
         if repository.project_state(conn, canonical) is None:
             fail(404, f"project {canonical!r} not found")
