@@ -217,7 +217,7 @@ def download_verified(
     record_upstream_fetch("file", "ok")
     if digest.hexdigest() != expected_sha256.lower():
         # No digest in the message: it would tell a client the hash of what was fetched.
-        raise DigestMismatch(f"{url}: the content does not have the sha256 the upstream announced")
+        raise DigestMismatch(f"{url}: the content does not match the sha256 the upstream announced")
     return size
 
 
