@@ -5,11 +5,33 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 CHUNK = 1 << 16
+
+
+SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
+
+
+class _SameHostCredentials(urllib.request.HTTPRedirectHandler):
+    """Redirects keep credentials only on the same scheme, host and port: urllib would
+    otherwise send the worker's token to wherever a redirect points (an S3 endpoint)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in list(new.headers):
+                if name.lower() in SECRET_HEADERS:
+                    del new.headers[name]
+        return new
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
 
 
 class HashMismatch(ValueError):
@@ -37,12 +59,13 @@ def fetch_with_hash(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers=dict(headers or {}))
+    opener = urllib.request.build_opener(_SameHostCredentials)
     digest = hashlib.sha256()
     size = 0
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+        with os.fdopen(fd, "wb") as out, opener.open(request, timeout=timeout) as resp:
             while chunk := resp.read(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:

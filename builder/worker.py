@@ -101,13 +101,20 @@ class ServerClient:
         if response.status_code != 200:
             raise ServerError(f"GET {page_url}: HTTP {response.status_code}")
         wanted = Version(job["version"])
-        for entry in response.json()["files"]:
-            name = entry["filename"]
-            if not name.endswith(SDIST_SUFFIXES) or "sha256" not in entry["hashes"]:
-                continue
-            if _sdist_version(name, job["project"]) == wanted:
-                return urljoin(page_url, entry["url"]), entry["hashes"]["sha256"], name
-        raise ServerError(f"no sdist of {job['project']} {job['version']} on {page_url}")
+        found = [
+            entry
+            for entry in response.json()["files"]
+            if entry["filename"].endswith(SDIST_SUFFIXES)
+            and "sha256" in entry["hashes"]
+            and _sdist_version(entry["filename"], job["project"]) == wanted
+        ]
+        if not found:
+            raise ServerError(f"no sdist of {job['project']} {job['version']} on {page_url}")
+        # Several spellings of one sdist (an upstream may list Alpha-1.0 and alpha-1.0):
+        # the PEP 625 name first, never whichever sorts first.
+        canonical = f"{job['project'].replace('-', '_')}-{job['version']}.tar.gz"
+        entry = min(found, key=lambda e: (e["filename"] != canonical, e["filename"]))
+        return urljoin(page_url, entry["url"]), entry["hashes"]["sha256"], entry["filename"]
 
 
 def _sdist_version(filename: str, project: str) -> Version | None:

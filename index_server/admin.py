@@ -45,10 +45,16 @@ def _set_yanked(
     return updated
 
 
-def delete_file(services: Services, file_id: int, actor: str) -> FileRecord:
+def delete_file(
+    services: Services, file_id: int, actor: str, *, tombstone: bool = True
+) -> FileRecord:
+    """Delete a file. ``tombstone`` False only where the server itself replaces the file: a
+    platform's own wheel rebuilt on its new build image (platform_lifecycle)."""
     with write_transaction(services.engine) as conn:
         record = _require(conn, file_id)
         serial = repository.next_serial(conn)
+        if tombstone:  # PyPI's rule: never other bytes again under this name
+            repository.add_tombstone(conn, file_id, actor)
         repository.delete_file_row(conn, file_id)
         _touch(conn, record, serial)
         repository.record_event(conn, actor, "delete", record.project, record.filename)

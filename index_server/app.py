@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from index_server import console, metrics
+from index_server import audit, console, http_policy, metrics
 from index_server.config import Settings
 from index_server.services import Services, build_services
 from index_server.views import api, builds_api, files, platforms_api, simple, upload, worker_api
@@ -26,7 +26,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.register_blueprint(blueprint)
     app.register_blueprint(platforms_api.bp)
     app.register_error_handler(HTTPException, error_response)
+    app.before_request(lambda: audit.begin_request(request.remote_addr))
     app.before_request(refuse_nul)
+    app.teardown_request(lambda _exc: audit.end_request())
+    http_policy.init_app(app, services.settings)
     console.init_app(app, services)
     metrics.init_app(app, services)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from index_server import access_cli
 from index_server.config import Settings, split_list
 from storage.base import STALE_AFTER
 
@@ -209,13 +210,43 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--scope", type=click.Choice(["read", "upload", "build", "admin"]), required=True)
-@click.option("--name", default="cli", show_default=True)
+@click.option("--name", default=None, help="Unique; default: the scope and a random suffix.")
+@click.option("--owner", default=None, help="The user or team it belongs to; default: its name.")
+@click.option(
+    "--project", "projects", multiple=True, help="May write only these (names or globs); repeat."
+)
+@click.option("--platform", default=None, help="A build token's platform (claims only its jobs).")
+@click.option("--worker", default=None, help="A build token's worker name.")
 @click.pass_context
-def token_create(ctx: click.Context, scope: str, name: str) -> None:
+def token_create(
+    ctx: click.Context,
+    scope: str,
+    name: str | None,
+    owner: str | None,
+    projects: tuple[str, ...],
+    platform: str | None,
+    worker: str | None,
+) -> None:
     """Create a token and print its secret (shown only once)."""
+    import secrets
+
     from index_server.auth import create_token
 
-    _id, secret = create_token(_services(ctx).engine, name, scope)
+    services = _services(ctx)
+    if platform and platform not in services.platforms:
+        raise click.ClickException(f"unknown platform {platform!r}")
+    try:
+        _id, secret = create_token(
+            services.engine,
+            name or f"{scope}-{secrets.token_hex(4)}",
+            scope,
+            owner=owner,
+            projects=list(projects) or None,
+            platform=platform,
+            worker=worker,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(secret)
 
 
@@ -226,7 +257,15 @@ def token_list(ctx: click.Context) -> None:
 
     for t in list_tokens(_services(ctx).engine):
         state = "revoked" if t["revoked"] else "active"
-        click.echo(f"{t['id']:>4}  {t['scope']:<7} {state:<8} {t['prefix']}…  {t['name']}")
+        bound = " ".join(
+            f"{k}={t[k]}" for k in ("owner", "platform", "worker") if t[k] and t[k] != t["name"]
+        )
+        scoped = f" projects={','.join(t['projects'])}" if t["projects"] else ""
+        click.echo(
+            f"{t['id']:>4}  {t['scope']:<7} {state:<8} {t['prefix']}…  {t['name']}"
+            + (f"  {bound}" if bound else "")
+            + scoped
+        )
 
 
 @token.command("revoke")
@@ -238,6 +277,19 @@ def token_revoke(ctx: click.Context, token_id: int) -> None:
     if not revoke_token(_services(ctx).engine, token_id):
         raise click.ClickException(f"no active token with id {token_id}")
     click.echo(f"revoked token {token_id}")
+
+
+main.add_command(access_cli.owner)
+main.add_command(access_cli.audit)
+
+
+def _worker_token(token: str | None, token_file: Path | None) -> str:
+    if token_file is not None:
+        lines = token_file.read_text().splitlines()
+        token = lines[0].strip() if lines else ""
+    if not token:
+        raise click.UsageError("give the build token: WHEELFARM_TOKEN, or --token-file")
+    return token
 
 
 @main.command("projects")
@@ -348,7 +400,20 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--server", envvar="WHEELFARM_SERVER_URL", required=True, help="The server's URL.")
-@click.option("--token", envvar="WHEELFARM_TOKEN", required=True, help="A build-scoped token.")
+@click.option(
+    "--token",
+    envvar="WHEELFARM_TOKEN",
+    default=None,
+    help="A build-scoped token; better in WHEELFARM_TOKEN or --token-file than on a command "
+    "line, which other users can read in the process list.",
+)
+@click.option(
+    "--token-file",
+    envvar="WHEELFARM_TOKEN_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding the build token (first line).",
+)
 @click.option(
     "--platform",
     "platform_names",
@@ -380,7 +445,8 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
 def worker(
     ctx: click.Context,
     server: str,
-    token: str,
+    token: str | None,
+    token_file: Path | None,
     platform_names: tuple[str, ...],
     runner: str,
     jobs: int,
@@ -423,7 +489,7 @@ def worker(
     tools_env = {k: v for k, v in os.environ.items() if k in ("PIP_CERT", "SSL_CERT_FILE")}
     workers = [
         Worker(
-            ServerClient(server, token),
+            ServerClient(server, _worker_token(token, token_file)),
             {p.name: p for p in chosen},
             runner,
             name=base if jobs == 1 else f"{base}-{i + 1}",

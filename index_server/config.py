@@ -28,14 +28,28 @@ class Settings:
     upstream_timeout: float = 10.0  # seconds to wait for an upstream answer
     upstream_retry_after: int = 30  # after a failure, serve stale this long before retrying
     private_projects: tuple[str, ...] = ()  # names/globs never merged with an upstream
+    # Non-public hosts the server may fetch from besides the upstreams' own (redirects, files).
+    upstream_allowed_hosts: tuple[str, ...] = ()
+    upstream_max_file_bytes: int = 4 * 1024**3
     build_lease_seconds: int = 60  # a worker must heartbeat within this, or lose its job
     # A platform's new build image queues its stale wheels' rebuilds at once.
     rebuild_on_image_change: bool = False
     # Proactive builds for every project with platform wheels, not only tracked ones.
     track_built_projects: bool = False
+    first_sight_per_hour: int = 600  # new first-sight jobs per platform (anonymous downloads)
+    max_json_bytes: int = 1024 * 1024  # a JSON request body (uploads have their own limit)
+    trusted_proxies: int = 0  # proxies in front that set X-Forwarded-For/-Proto (ProxyFix)
     build_settings_file: Path | None = None  # per-project build settings, applied at start
     secret_key: str | None = None  # console sessions; share it between nodes (else per data dir)
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def upstream_hosts(self) -> frozenset[str]:
+        """Hosts fetched from even if not public: the upstreams' and the allowed ones."""
+        from urllib.parse import urlsplit
+
+        hosts = {(urlsplit(u).hostname or "").lower() for u in self.upstream_urls}
+        return frozenset(hosts | {h.lower() for h in self.upstream_allowed_hosts})
 
     @property
     def resolved_database_url(self) -> str:
@@ -77,6 +91,8 @@ class Settings:
             values["secret_key"] = env["WHEELFARM_SECRET_KEY"]
         if env.get("WHEELFARM_BUILD_SETTINGS_FILE"):
             values["build_settings_file"] = Path(env["WHEELFARM_BUILD_SETTINGS_FILE"])
+        if "WHEELFARM_UPSTREAM_ALLOWED_HOSTS" in env:
+            values["upstream_allowed_hosts"] = split_list(env["WHEELFARM_UPSTREAM_ALLOWED_HOSTS"])
         if "WHEELFARM_PRIVATE_PROJECTS" in env:
             values["private_projects"] = split_list(env["WHEELFARM_PRIVATE_PROJECTS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -98,6 +114,10 @@ _NUMBERS = {
     "upstream_timeout": float,
     "upstream_retry_after": int,
     "build_lease_seconds": int,
+    "first_sight_per_hour": int,
+    "max_json_bytes": int,
+    "trusted_proxies": int,
+    "upstream_max_file_bytes": int,
 }
 
 

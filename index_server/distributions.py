@@ -6,7 +6,9 @@ reason for anything a client must fix.
 
 from __future__ import annotations
 
+import hashlib
 import lzma
+import operator
 import re
 import tarfile
 import zipfile
@@ -22,10 +24,11 @@ from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
+    canonicalize_version,
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from platforms import is_pure
 
@@ -38,6 +41,7 @@ MAX_ZIP_DIRECTORY_BYTES = 160 * MAX_ARCHIVE_MEMBERS
 # the file's size, whichever is more (a gzip bomb inflates ~1000 times).
 MIN_TAR_SCAN_BYTES = 256 * 1024 * 1024
 TAR_SCAN_RATIO = 16
+_TAG_PARTS = operator.attrgetter("interpreter", "abi", "platform")
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!\-]*$")
 
 
@@ -52,6 +56,25 @@ class DistributionName:
     version: Version
     packagetype: str  # "sdist" or "bdist_wheel"
     tags: frozenset[Tag]
+    build: tuple[()] | tuple[int, str] = ()
+
+    @property
+    def key(self) -> str:
+        """The distribution's identity as pip sees it, whatever the filename's spelling.
+
+        Normalized name and version (``Alpha`` is ``alpha``, ``1.0.0`` is ``1.0``), the
+        build tag and the wheel's tags in a fixed order; every sdist of a version is one.
+        """
+        name = self.project.replace("-", "_")
+        version = canonicalize_version(self.version)
+        if not self.is_wheel:
+            return f"{name}-{version}.sdist"
+        build = f"-{self.build[0]}{self.build[1]}" if self.build else ""
+        parts = ("-".join(_TAG_PARTS(t)) for t in sorted(self.tags, key=str))
+        key = f"{name}-{version}{build}-{'.'.join(parts)}"
+        if len(key) > 300:  # many tags: the column holds 300, a digest keeps it unique
+            key = key[:235] + "~" + hashlib.sha256(key.encode()).hexdigest()
+        return key
 
     @property
     def is_wheel(self) -> bool:
@@ -77,8 +100,8 @@ def parse_filename(filename: str) -> DistributionName:
         raise InvalidDistribution(f"invalid filename {filename!r}")
     try:
         if filename.endswith(".whl"):
-            name, version, _build, tags = parse_wheel_filename(filename)
-            return DistributionName(filename, name, version, "bdist_wheel", tags)
+            name, version, build, tags = parse_wheel_filename(filename)
+            return DistributionName(filename, name, version, "bdist_wheel", tags, build)
         if filename.endswith((".tar.gz", ".zip")):
             name, version = parse_sdist_filename(filename)
             return DistributionName(filename, name, version, "sdist", frozenset())
@@ -92,7 +115,7 @@ def parse_filename(filename: str) -> DistributionName:
 def read_core_metadata(path: Path, dist: DistributionName) -> CoreMetadata:
     """The archive's METADATA (wheel) or PKG-INFO (sdist), checked against its filename."""
     if dist.is_wheel:
-        raw = _read_wheel_metadata(path)
+        raw = _read_wheel_metadata(path, dist)
     elif dist.filename.endswith(".zip"):
         raw = _read_zip_sdist_metadata(path)
     else:
@@ -100,14 +123,29 @@ def read_core_metadata(path: Path, dist: DistributionName) -> CoreMetadata:
     return _check_metadata(raw, dist)
 
 
-def _read_wheel_metadata(path: Path) -> bytes:
+def _read_wheel_metadata(path: Path, dist: DistributionName) -> bytes:
     with _open_zip(path) as archive:
         names = [n for n in archive.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
         if len(names) != 1:
             raise InvalidDistribution(
                 f"wheel must contain exactly one .dist-info/METADATA, found {len(names)}"
             )
+        _check_dist_info(names[0].split("/")[0], dist)
         return _read_zip_member(archive, names[0])
+
+
+def _check_dist_info(directory: str, dist: DistributionName) -> None:
+    """The ``<name>-<version>.dist-info`` folder is the filename's project and version: pip
+    installs by it, so another name would install (and shadow) another project."""
+    name, _, version = directory.removesuffix(".dist-info").rpartition("-")
+    try:
+        same_version = Version(version) == dist.version
+    except InvalidVersion:
+        same_version = False
+    if canonicalize_name(name) != dist.project or not same_version:
+        raise InvalidDistribution(
+            f"{directory} does not match the filename's {dist.project} {dist.version}"
+        )
 
 
 def _read_zip_sdist_metadata(path: Path) -> bytes:

@@ -16,10 +16,16 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from index_server import repository
+from index_server import owners, repository
+from index_server.auth import Identity
 from index_server.db.engine import read_connection, write_transaction
 from index_server.db.schema import ALL_PLATFORMS
-from index_server.distributions import InvalidDistribution, parse_filename, read_core_metadata
+from index_server.distributions import (
+    DistributionName,
+    InvalidDistribution,
+    parse_filename,
+    read_core_metadata,
+)
 from index_server.repository import FileRecord
 from index_server.services import Services
 from index_server.upstream import pages as upstream_pages
@@ -63,7 +69,11 @@ def ingest_file(
     claimed_name: str | None = None,
     claimed_version: str | None = None,
     origin: str = "upload",
+    uploader: Identity | None = None,
+    build_job_id: int | None = None,
 ) -> IngestResult:
+    """Store a file. ``uploader`` (an upload's token) must be allowed by ``owners.claim``
+    in the same transaction; ``build_job_id`` is the build job a worker's wheel is from."""
     dist = parse_filename(filename)
     _check_claims(dist.project, str(dist.version), claimed_name, claimed_version)
     digests = file_digests(path)
@@ -76,7 +86,7 @@ def ingest_file(
     scope = platform.name if dist.is_binary else ALL_PLATFORMS
     sha256 = digests["sha256"]
 
-    existing = _existing(services, scope, filename, sha256)
+    existing = _existing(services, scope, dist, sha256)
     if existing:
         return IngestResult(existing, created=False)
 
@@ -99,12 +109,15 @@ def ingest_file(
             project_id = repository.ensure_project(
                 conn, dist.project, meta.name, serial, hosted=origin == "upload"
             )
+            if uploader is not None:
+                owners.claim(conn, dist.project, uploader, actor)
             upstream_pages.expire(conn, dist.project)
             file_id = repository.add_file(
                 conn,
                 project_id,
                 platform=scope,
                 filename=filename,
+                dist_key=dist.key,
                 version=str(dist.version),
                 packagetype=dist.packagetype,
                 sha256=sha256,
@@ -116,6 +129,7 @@ def ingest_file(
                 uploaded_at=_now(),
                 uploaded_by=actor[:200],
                 origin=origin,
+                build_job_id=build_job_id,
             )
             repository.record_event(
                 conn, actor, f"add ({origin})", dist.project, filename, f"platform={scope or '*'}"
@@ -123,7 +137,7 @@ def ingest_file(
             record = repository.get_file(conn, file_id)
     except IntegrityError:
         # Someone else stored the same filename between our check and our insert.
-        existing = _existing(services, scope, filename, sha256)
+        existing = _existing(services, scope, dist, sha256)
         if existing:
             return IngestResult(existing, created=False)
         raise
@@ -138,13 +152,26 @@ def ingest_file(
     return IngestResult(record, created=True)
 
 
-def _existing(services: Services, scope: str, filename: str, sha256: str) -> FileRecord | None:
+def _existing(
+    services: Services, scope: str, dist: DistributionName, sha256: str
+) -> FileRecord | None:
+    """The stored file pip would take for this one (same bytes: kept), or a conflict.
+
+    Identity is what pip sees (see ``DistributionName.key``), not the filename's spelling;
+    a deleted file's identity stays taken by its bytes (a tombstone).
+    """
     with read_connection(services.engine) as conn:
-        existing = repository.find_file(conn, scope, filename)
+        existing = repository.find_distribution(conn, scope, dist.key)
+        deleted = repository.tombstone_conflict(conn, scope, dist.key, sha256)
     if existing and existing.sha256 != sha256:
         raise FileConflict(
-            f"{filename} already exists with different content (sha256 {existing.sha256}); "
-            "files are immutable: upload a new version"
+            f"{dist.filename} already exists with different content (as {existing.filename}: "
+            "pip takes them for one distribution); files are immutable: upload a new version"
+        )
+    if deleted:
+        raise FileConflict(
+            f"{dist.filename}: {deleted} was deleted; a deleted distribution can come back "
+            "only byte for byte: upload a new version"
         )
     return existing
 

@@ -120,6 +120,10 @@ def request_build(
             .on_conflict_do_nothing()
             .returning(build_jobs.c.id)
         ).scalar()
+        if job_id is not None and source != "first-sight":  # first sight: no one asked
+            repository.record_event(
+                conn, requested_by, f"build {source}", project, None, f"{version} {platform}"
+            )
     if job_id is None:  # a concurrent request won the race
         return RequestOutcome(project, version, platform, "exists", None, None)
     return RequestOutcome(
@@ -493,7 +497,8 @@ def remove_skip(services: Services, project: str, version: str, actor: str) -> b
         removed = conn.execute(
             delete(skip_list).where(skip_list.c.project == project, skip_list.c.version == version)
         ).rowcount
-        repository.record_event(conn, actor, "unskip", project, None, version or "*")
+        if removed:
+            repository.record_event(conn, actor, "unskip", project, None, version or "*")
     return removed > 0
 
 
@@ -525,7 +530,19 @@ def set_project_settings(
             .values(project=project, **values)
             .on_conflict_do_update(index_elements=[build_settings.c.project], set_=values)
         )
-        repository.record_event(conn, actor, "build settings", project, None, values["settings"])
+        shown = json.dumps(write_only(settings), sort_keys=True)
+        repository.record_event(conn, actor, "build settings", project, None, shown)
+
+
+SECRET_SHOWN_AS = "(set)"
+
+
+def write_only(settings: dict[str, Any]) -> dict[str, Any]:
+    """Build settings as shown to people: ``env`` values (where secrets go) are never read
+    back, only their names; the worker that builds gets them in its claim."""
+    if not settings.get("env"):
+        return settings
+    return {**settings, "env": dict.fromkeys(settings["env"], SECRET_SHOWN_AS)}
 
 
 def get_project_settings(services: Services, project: str) -> dict[str, Any]:

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
+from index_server import audit
 from index_server.db.schema import (
     ALL_PLATFORMS,
     audit_events,
     build_jobs,
+    file_tombstones,
     files,
     index_state,
     projects,
@@ -235,6 +237,46 @@ def find_file(conn: Connection, platform: str, filename: str) -> FileRecord | No
     return _file(row) if row else None
 
 
+def find_distribution(conn: Connection, platform: str, dist_key: str) -> FileRecord | None:
+    """The file pip would take for this distribution (any spelling of its filename)."""
+    row = conn.execute(
+        select(*_FILE_COLUMNS)
+        .join(projects, projects.c.id == files.c.project_id)
+        .where(files.c.platform == platform, files.c.dist_key == dist_key)
+    ).first()
+    return _file(row) if row else None
+
+
+def tombstone_conflict(conn: Connection, platform: str, dist_key: str, sha256: str) -> str | None:
+    """The filename of a deleted file of this distribution with other bytes, if any."""
+    row = conn.execute(
+        select(file_tombstones.c.filename).where(
+            file_tombstones.c.platform == platform,
+            file_tombstones.c.dist_key == dist_key,
+            file_tombstones.c.sha256 != sha256,
+        )
+    ).first()
+    return row[0] if row else None
+
+
+def add_tombstone(conn: Connection, file_id: int, actor: str) -> None:
+    row = conn.execute(
+        select(files.c.platform, files.c.dist_key, files.c.filename, files.c.sha256).where(
+            files.c.id == file_id
+        )
+    ).one()
+    conn.execute(
+        insert(file_tombstones).values(
+            platform=row.platform,
+            dist_key=row.dist_key or row.filename,
+            filename=row.filename,
+            sha256=row.sha256,
+            deleted_at=datetime.now(UTC),
+            deleted_by=actor[:200],
+        )
+    )
+
+
 def get_file(conn: Connection, file_id: int) -> FileRecord | None:
     row = conn.execute(
         select(*_FILE_COLUMNS)
@@ -300,11 +342,16 @@ def record_event(
     filename: str | None = None,
     detail: str | None = None,
 ) -> None:
+    """Add an audit event in the caller's transaction: it is kept only if the write is."""
+    who = audit.current()
     conn.execute(
         insert(audit_events).values(
             at=datetime.now(UTC),
             actor=actor[:200],
-            action=action,
+            token_id=who.token_id,
+            owner=who.owner,
+            address=who.address,
+            action=action[:50],
             project=project,
             filename=filename,
             detail=detail,
@@ -312,8 +359,39 @@ def record_event(
     )
 
 
-def list_events(conn: Connection, limit: int = 100) -> list[dict[str, object]]:
-    rows = conn.execute(
-        select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
-    ).mappings()
+@dataclass(frozen=True)
+class EventFilter:
+    action: str | None = None  # exact, or a prefix ending in "*"
+    project: str | None = None
+    actor: str | None = None
+    owner: str | None = None
+    token_id: int | None = None
+    before: int | None = None  # paging: events with a smaller id
+    since: datetime | None = None
+
+
+def list_events(
+    conn: Connection, limit: int = 100, where: EventFilter | None = None
+) -> list[dict[str, object]]:
+    """Newest first; page on with ``before`` = the last id seen."""
+    query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+    f = where or EventFilter()
+    if f.action:
+        if f.action.endswith("*"):
+            query = query.where(audit_events.c.action.startswith(f.action[:-1], autoescape=True))
+        else:
+            query = query.where(audit_events.c.action == f.action)
+    for column, value in (
+        (audit_events.c.project, f.project),
+        (audit_events.c.actor, f.actor),
+        (audit_events.c.owner, f.owner),
+        (audit_events.c.token_id, f.token_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if f.before is not None:
+        query = query.where(audit_events.c.id < f.before)
+    if f.since is not None:
+        query = query.where(audit_events.c.at >= f.since)
+    rows = conn.execute(query).mappings()
     return [{**r, "at": r["at"].replace(tzinfo=r["at"].tzinfo or UTC).isoformat()} for r in rows]

@@ -111,7 +111,7 @@ def test_lost_lease_requeues_and_late_results_are_refused(
 ) -> None:
     short = build_services(Settings(**{**settings.__dict__, "build_lease_seconds": 1}))
     client = create_app(services=short).test_client()
-    token = create_token(short.engine, "worker", "build")[1]
+    token = create_token(short.engine, "worker-short-lease", "build")[1]
     queue(short)
     first = claim(client, token, "dies")
     assert first is not None and first["attempt"] == 1
@@ -212,7 +212,9 @@ def test_wrong_wheel_for_the_job_is_refused(
             data={"lease": job["lease"], "content": (fh, wheel.name)},
             headers=auth(build_token),
         )
-    assert response.status_code == 400 and "version" in response.text
+    # Another version than the job's: refused before anything is read or stored.
+    assert response.status_code == 403 and "not a wheel of this job" in response.text
+    assert client.get("/api/projects/demo", headers=ADMIN).status_code == 404
 
 
 def test_transient_failures_retry_with_backoff_then_fail(

@@ -219,7 +219,7 @@ def project_matrix(services: Services, name: str) -> ProjectMatrix | None:
     with read_connection(services.engine) as conn:
         state = repository.project_state(conn, name)
         records = repository.list_project_files(conn, name)
-        settings = jobs.project_settings(conn, name)
+        settings = jobs.write_only(jobs.project_settings(conn, name))
         skips = [
             dict(r)
             for r in conn.execute(
@@ -271,7 +271,7 @@ def build_page(services: Services, job_id: int) -> BuildPage:
     job = jobs.get_job(services, job_id, with_log=True)
     result = job.get("result") or {}
     with read_connection(services.engine) as conn:
-        settings = jobs.project_settings(conn, job["project"])
+        settings = jobs.write_only(jobs.project_settings(conn, job["project"]))
         wheels = [
             (filename, repository.find_file(conn, job["platform"], filename))
             for filename in result.get("wheels") or []

@@ -24,13 +24,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, Request, current_app, g, session
+from flask import request as flask_request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
-from sqlalchemy import select
 
-from index_server import repository
-from index_server.auth import Identity, authenticate
-from index_server.db.engine import read_connection, write_transaction
-from index_server.db.schema import tokens
+from index_server import audit, repository
+from index_server.auth import Identity, authenticate, token_identity
+from index_server.db.engine import write_transaction
 from index_server.services import Services
 
 log = logging.getLogger("wheelfarm.console")
@@ -75,6 +74,11 @@ class ConsoleSessions(SecureCookieSessionInterface):
         if not request.path.startswith("/console"):
             return self.null_session_class()
         return super().open_session(app, request)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """``Secure`` whenever the request came over TLS (directly, or through a proxy that
+        says so: gunicorn's forwarded_allow_ips, or ``trusted_proxies``)."""
+        return bool(super().get_cookie_secure(app) or flask_request.is_secure)
 
 
 def configure(app: Flask, services: Services) -> None:
@@ -128,6 +132,7 @@ def log_in(services: Services, secret: str) -> Identity | None:
     else:
         session["admin_fp"] = _fingerprint(secret.strip())
     csrf_token()
+    audit.authenticated(who.token_id, who.owner)
     with write_transaction(services.engine) as conn:
         repository.record_event(conn, who.name, "console login", None, None, who.scope)
     log.info("console login", extra={"event": "console_login", "who": who.name})
@@ -154,13 +159,11 @@ def _session_identity(services: Services) -> Identity | None:
         return None
     token_id = session.get("token_id")
     if isinstance(token_id, int):
-        with read_connection(services.engine) as conn:
-            row = conn.execute(
-                select(tokens.c.scope).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
-            ).first()
-        if row is None or row.scope != scope:
+        who = token_identity(services.engine, token_id)
+        if who is None or who.scope != scope:
             return None
-        return Identity(name=name, scope=scope, token_id=token_id)
+        audit.authenticated(who.token_id, who.owner)
+        return who
     admin_token = services.settings.admin_token
     presented = session.get("admin_fp")
     if not admin_token or not isinstance(presented, str):

@@ -151,6 +151,8 @@ def _admin_post(back: str) -> Identity | BaseResponse:
     """The admin behind a POST with a valid CSRF token, or the answer to give instead."""
     if not security.csrf_ok(request.form.get(security.CSRF_FIELD)):
         abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+    if any("\x00" in value for value in request.form.values()):
+        abort(400, "NUL characters are not allowed")
     who = user()
     if who is None:
         flash("Log in with an admin token first.", "error")

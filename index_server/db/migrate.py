@@ -22,6 +22,9 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Migrate; servers starting together on PostgreSQL take turns (an advisory lock)."""
     if not database_url.startswith("postgresql"):
+        from index_server.db.engine import private_sqlite_file
+
+        private_sqlite_file(database_url)
         command.upgrade(alembic_config(database_url), revision)
         return
     from sqlalchemy import create_engine, text

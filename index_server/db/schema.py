@@ -72,15 +72,52 @@ files = Table(
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
     Column("uploaded_by", String(200), nullable=False),
     Column("origin", String(20), nullable=False),  # upload | build
+    # What pip sees: normalized name, version, build tag and tags (or "sdist"); see
+    # distributions.DistributionName.key. One file per key and platform scope.
+    Column("dist_key", String(300)),
+    Column("build_job_id", Integer),  # the build job that uploaded it (origin build)
     UniqueConstraint("platform", "filename", name="uq_files_platform_filename"),
+    UniqueConstraint("platform", "dist_key", name="uq_files_platform_dist_key"),
+)
+
+# A deleted file leaves its identity behind: it may come back only byte for byte.
+file_tombstones = Table(
+    "file_tombstones",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("platform", String(100), nullable=False),
+    Column("dist_key", String(300), nullable=False),
+    Column("filename", String(300), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_by", String(200), nullable=False),
+)
+Index(
+    "ix_file_tombstones_platform_dist_key", file_tombstones.c.platform, file_tombstones.c.dist_key
+)
+
+# Who may upload a hosted project: owners (a token's owner: a user or a team).
+project_owners = Table(
+    "project_owners",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("project", String(200), nullable=False),  # canonical (PEP 503)
+    Column("owner", String(200), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("added_by", String(200), nullable=False),
+    UniqueConstraint("project", "owner", name="uq_project_owners_project_owner"),
 )
 
 tokens = Table(
     "tokens",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(200), nullable=False),
+    Column("name", String(200), nullable=False, unique=True),
     Column("scope", String(20), nullable=False),
+    Column("owner", String(200)),  # the user or team it belongs to (None: its name)
+    Column("projects", Text),  # JSON list of names/globs it may write (None: any)
+    Column("platform", String(100)),  # a build token's platform (None: any)
+    Column("worker", String(200)),  # a build token's worker name (None: any)
     Column("token_hash", String(64), nullable=False, unique=True),  # sha256 of the secret
     Column("prefix", String(16), nullable=False),  # first characters, to recognise it
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -93,6 +130,9 @@ audit_events = Table(
     Column("id", Integer, primary_key=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(200), nullable=False),
+    Column("token_id", Integer),  # None: WHEELFARM_ADMIN_TOKEN, the CLI, or anonymous
+    Column("owner", String(200)),
+    Column("address", String(100)),  # the client's address (None: the CLI)
     Column("action", String(50), nullable=False),
     Column("project", String(200)),
     Column("filename", String(300)),
@@ -100,6 +140,7 @@ audit_events = Table(
 )
 
 Index("ix_audit_events_project", audit_events.c.project)
+Index("ix_audit_events_action", audit_events.c.action)
 
 # Upstream project pages, shared by every server process and node. ``files`` holds the
 # page's files as normalized JSON (absolute URLs); ``content_hash`` identifies that content.

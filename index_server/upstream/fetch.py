@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -24,6 +27,8 @@ ACCEPT = (
 USER_AGENT = "wheelfarm (+https://github.com/wheelfarm)"
 
 _local = threading.local()
+MAX_PAGE_BYTES = 64 * 1024 * 1024  # a project page larger than this is refused
+MAX_REDIRECTS = 5
 
 # Who hears of each request to an upstream, as (kind, outcome): kind ``page`` or ``file``,
 # outcome ``ok``, ``not_modified``, ``not_found`` or ``error``. The metrics subscribe at app
@@ -61,8 +66,38 @@ def session() -> requests.Session:
     if current is None:
         current = requests.Session()
         current.headers["User-Agent"] = USER_AGENT
+        current.max_redirects = MAX_REDIRECTS
         _local.session = current
     return current
+
+
+def check_target(url: str, allowed_hosts: Collection[str]) -> None:
+    """Refuse a URL whose host is not public (loopback, private, link-local: the cloud's
+    metadata service), unless it is a configured upstream's host or allowed by name."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host in allowed_hosts:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise UpstreamError(f"{url}: cannot resolve {host!r}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise UpstreamError(
+                f"{url}: refused, {host} is not a public address "
+                "(WHEELFARM_UPSTREAM_ALLOWED_HOSTS allows it)"
+            )
+
+
+def _guard(allowed_hosts: Collection[str]):  # type: ignore[no-untyped-def]
+    """A response hook: every redirect's target passes :func:`check_target` first."""
+
+    def hook(response: requests.Response, **_kwargs: object) -> None:
+        if response.is_redirect:
+            check_target(urljoin(response.url, response.headers["Location"]), allowed_hosts)
+
+    return hook
 
 
 def project_url(upstream: str, project: str) -> str:
@@ -75,15 +110,23 @@ def fetch_project_page(
     timeout: float,
     etag: str | None = None,
     last_modified: str | None = None,
+    allowed_hosts: Collection[str] = (),
 ) -> PageFetch:
     url = project_url(upstream, project)
+    allowed_hosts = {*allowed_hosts, (urlsplit(upstream).hostname or "").lower()}
     headers = {"Accept": ACCEPT}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     try:
-        response = session().get(url, headers=headers, timeout=timeout, stream=True)
+        response = session().get(
+            url,
+            headers=headers,
+            timeout=timeout,
+            stream=True,
+            hooks={"response": _guard(allowed_hosts)},
+        )
         with response:
             body = _read_within(response, time.monotonic() + timeout)
     except requests.RequestException as exc:
@@ -123,8 +166,14 @@ def _read_within(response: requests.Response, deadline: float) -> bytes:
         return response.content
     chunks = []
     try:
+        size = 0
         while chunk := read1(64 * 1024, decode_content=True):
             chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_PAGE_BYTES:
+                raise requests.exceptions.ContentDecodingError(
+                    f"the page is larger than {MAX_PAGE_BYTES} bytes"
+                )
             if time.monotonic() > deadline:
                 raise requests.exceptions.ReadTimeout("the page took longer than the timeout")
     except urllib3.exceptions.HTTPError as exc:  # as requests would wrap it
@@ -137,9 +186,14 @@ class DigestMismatch(UpstreamError):
 
 
 @contextmanager
-def _stream(url: str, timeout: float) -> Iterator[requests.Response]:
+def _stream(
+    url: str, timeout: float, allowed_hosts: Collection[str]
+) -> Iterator[requests.Response]:
+    check_target(url, allowed_hosts)
     try:
-        with session().get(url, stream=True, timeout=timeout) as response:
+        with session().get(
+            url, stream=True, timeout=timeout, hooks={"response": _guard(allowed_hosts)}
+        ) as response:
             if response.status_code != 200:
                 raise UpstreamError(f"{url}: HTTP {response.status_code}")
             yield response
@@ -147,17 +201,30 @@ def _stream(url: str, timeout: float) -> Iterator[requests.Response]:
         raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
 
 
-def download_verified(url: str, expected_sha256: str, out: BinaryIO, timeout: float) -> int:
-    """Download ``url`` into ``out``; raise DigestMismatch unless its sha256 is expected."""
+def download_verified(
+    url: str,
+    expected_sha256: str,
+    out: BinaryIO,
+    timeout: float,
+    *,
+    allowed_hosts: Collection[str] = (),
+    max_bytes: int = 4 * 1024**3,
+) -> int:
+    """Download ``url`` into ``out``; raise DigestMismatch unless its sha256 is expected.
+
+    Only public hosts (or ``allowed_hosts``), also through redirects; at most ``max_bytes``.
+    """
     digest = hashlib.sha256()
     size = 0
     try:
-        with _stream(url, timeout) as response:
+        with _stream(url, timeout, allowed_hosts) as response:
             try:
                 for chunk in response.iter_content(1024 * 1024):
                     digest.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
+                    if size > max_bytes:
+                        raise UpstreamError(f"{url}: larger than {max_bytes} bytes")
             except requests.RequestException as exc:
                 raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
     except UpstreamError:
@@ -165,10 +232,8 @@ def download_verified(url: str, expected_sha256: str, out: BinaryIO, timeout: fl
         raise
     record_upstream_fetch("file", "ok")
     if digest.hexdigest() != expected_sha256.lower():
-        raise DigestMismatch(
-            f"{url}: sha256 {digest.hexdigest()} does not match the upstream's "
-            f"announced {expected_sha256}"
-        )
+        # No digest in the message: it would tell a client the hash of what was fetched.
+        raise DigestMismatch(f"{url}: the content does not match the sha256 the upstream announced")
     return size
 
 

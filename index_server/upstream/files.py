@@ -101,7 +101,14 @@ def pull_through(services: Services, project: str, name: str, url: str, sha256: 
             return  # another request pulled it while we waited for the lock
         if not storage.exists(key):
             with tempfile.TemporaryFile(dir=settings.data_dir) as tmp:
-                download_verified(url, sha256, tmp, settings.upstream_timeout)
+                download_verified(
+                    url,
+                    sha256,
+                    tmp,
+                    settings.upstream_timeout,
+                    allowed_hosts=settings.upstream_hosts,
+                    max_bytes=settings.upstream_max_file_bytes,
+                )
                 tmp.seek(0)
                 storage.put(key, tmp)
         try:

@@ -112,6 +112,7 @@ def _refresh(
                         last_modified=(
                             state.last_modified if state and state.status == 200 else None
                         ),
+                        allowed_hosts=settings.upstream_hosts,
                     )
                 except UpstreamError as exc:
                     return _failed(services, upstream, project, state, str(exc), view)

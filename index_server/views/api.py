@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 from packaging.utils import canonicalize_name
 
-from index_server import admin, auth, repository
+from index_server import admin, auth, owners, repository
 from index_server import openapi as spec
 from index_server.auth import SCOPES
 from index_server.db.engine import read_connection
 from index_server.repository import FileRecord
-from index_server.views.common import fail, has_nul, require, require_read, services
+from index_server.views.common import (
+    fail,
+    has_nul,
+    project_name,
+    require,
+    require_read,
+    services,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -106,7 +117,7 @@ def projects() -> Response:
 )
 def project_files(name: str) -> Response:
     require_read()
-    canonical = canonicalize_name(name)
+    canonical = project_name(name)
     with read_connection(services().engine) as conn:
         if repository.project_state(conn, canonical) is None:
             fail(404, f"project {canonical!r} not found")
@@ -214,15 +225,52 @@ def tokens() -> Response:
     "(upload and build include read; admin includes all).",
 )
 def create_token() -> Response:
-    require("admin")
+    who = require("admin")
     body = _json_body()
-    scope, name = body.get("scope"), body.get("name", "api")
+    scope, name = body.get("scope"), body.get("name")
     if scope not in auth.SCOPES:
         fail(400, f"'scope' must be one of {', '.join(auth.SCOPES)}")
+    if name is None:
+        name = f"{scope}-{secrets.token_hex(4)}"
     if not isinstance(name, str) or not name or len(name) > 200:
         fail(400, "'name' must be a non-empty string of at most 200 characters")
-    token_id, secret = auth.create_token(services().engine, name, str(scope))
-    return jsonify({"id": token_id, "name": name, "scope": scope, "token": secret}), 201
+    options = _token_options(body, str(scope))
+    try:
+        token_id, secret = auth.create_token(
+            services().engine, name, str(scope), actor=who.name, **options
+        )
+    except auth.TokenNameTaken as exc:
+        fail(409, str(exc))
+    except ValueError as exc:
+        fail(422, str(exc))
+    return jsonify({"id": token_id, "name": name, "scope": scope, **options, "token": secret}), 201
+
+
+def _token_options(body: dict[str, object], scope: str) -> dict[str, Any]:
+    """owner, projects, platform and worker of a new token, checked."""
+    options: dict[str, Any] = {}
+    for key in ("owner", "platform", "worker"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
+            fail(422, f"'{key}' must be a non-empty string of at most 200 characters")
+        options[key] = value
+    if options["platform"] is not None and options["platform"] not in services().platforms:
+        fail(422, f"unknown platform {options['platform']!r}")
+    projects = body.get("projects")
+    if projects is not None:
+        if not isinstance(projects, list) or not all(
+            isinstance(p, str) and 0 < len(p) <= 200 for p in projects
+        ):
+            fail(422, "'projects' must be a list of project names or globs")
+        projects = [_pattern(p) for p in projects]
+    options["projects"] = projects
+    return options
+
+
+def _pattern(name: str) -> str:
+    """A project name or glob, normalized like a name (PEP 503) around its wildcards."""
+    parts = name.split("*")
+    return "*".join(canonicalize_name(p) if p.strip("-_.") else p for p in parts)
 
 
 @bp.delete("/tokens/<int:token_id>")
@@ -236,8 +284,8 @@ def create_token() -> Response:
     parameters=[spec.path_id("token_id", "token")],
 )
 def revoke_token(token_id: int) -> Response:
-    require("admin")
-    if not auth.revoke_token(services().engine, token_id):
+    who = require("admin")
+    if not auth.revoke_token(services().engine, token_id, actor=who.name):
         fail(404, f"no active token with id {token_id}")
     return jsonify({"revoked": token_id})
 
@@ -246,11 +294,152 @@ def revoke_token(token_id: int) -> Response:
 @spec.operation(
     "listEvents",
     "audit",
-    "The audit log, newest first (the last 100 events)",
+    "The audit log, newest first, filtered and paged",
     "admin",
     {"200": spec.ok(spec.array_of("events", spec.ref("Event")))},
+    errors=[422],
+    parameters=[
+        spec.query_param("action", {"type": "string"}, "an action, or a prefix ending in *"),
+        spec.query_param("project", {"type": "string"}, "a project's name"),
+        spec.query_param("actor", {"type": "string"}, "who did it (a token's name)"),
+        spec.query_param("owner", {"type": "string"}, "the owner of the acting token"),
+        spec.query_param("token_id", {"type": "integer", "minimum": 0}, "the acting token"),
+        spec.query_param("since", {"type": "string", "format": "date-time"}, "ISO 8601"),
+        spec.query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+        spec.query_param("before", {"type": "integer", "minimum": 0}, "next_before of a page"),
+    ],
+    description="`next_before` in the answer (null on the last page) pages on.",
 )
 def events() -> Response:
+    """The audit log, newest first; filters: action (``build*`` for a prefix), project,
+    actor, owner, token_id, since (ISO time); paging: limit and before (an event id)."""
     require("admin")
+    args = request.args
+    where = repository.EventFilter(
+        action=args.get("action") or None,
+        project=canonicalize_name(args["project"]) if args.get("project") else None,
+        actor=args.get("actor") or None,
+        owner=args.get("owner") or None,
+        token_id=_int_arg("token_id", None),
+        before=_int_arg("before", None),
+        since=_time_arg("since"),
+    )
+    limit = _int_arg("limit", 100)
+    assert limit is not None
+    if not 1 <= limit <= 1000:
+        fail(422, "'limit' must be between 1 and 1000")
     with read_connection(services().engine) as conn:
-        return jsonify({"events": repository.list_events(conn)})
+        found = repository.list_events(conn, limit, where)
+    following = found[-1]["id"] if len(found) == limit else None
+    return jsonify({"events": found, "next_before": following})
+
+
+def _int_arg(key: str, default: int | None) -> int | None:
+    value = request.args.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        fail(422, f"'{key}' must be a number")
+    if not 0 <= number < 2**31:
+        fail(422, f"'{key}' is out of range")
+    return number
+
+
+def _time_arg(key: str) -> datetime | None:
+    value = request.args.get(key)
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(422, f"'{key}' must be an ISO 8601 time")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# === owners ====================================================================================
+
+
+_OWNERS_ANSWER = spec.obj(
+    {"project": {"type": "string"}, "owners": {"type": "array", "items": {"type": "string"}}}
+)
+
+
+@bp.get("/projects/<name>/owners")
+@spec.operation(
+    "listOwners",
+    "owners",
+    "A project's owners (users or teams whose tokens may write it)",
+    "read",
+    {"200": spec.ok(_OWNERS_ANSWER)},
+    parameters=[spec.path_text("name", "the project's name (any spelling)")],
+)
+def project_owners(name: str) -> Response:
+    require_read()
+    project = project_name(name)
+    return jsonify({"project": project, "owners": owners.list_owners(services(), project)})
+
+
+@bp.post("/projects/<name>/owners")
+@spec.operation(
+    "addOwner",
+    "owners",
+    "Add an owner to a project (also claims a name that exists upstream)",
+    "admin",
+    {
+        "201": spec.ok(
+            spec.obj(
+                {
+                    "project": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "added": {"type": "boolean"},
+                }
+            ),
+            "Added",
+        ),
+        "200": spec.ok(
+            spec.obj(
+                {
+                    "project": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "added": {"type": "boolean"},
+                }
+            ),
+            "Already an owner",
+        ),
+    },
+    errors=[422],
+    parameters=[spec.path_text("name", "the project's name (any spelling)")],
+    body=spec.json_body(spec.obj({"owner": spec.NAME})),
+)
+def add_owner(name: str) -> Response:
+    who = require("admin")
+    project = project_name(name)
+    owner = _json_body().get("owner")
+    if not isinstance(owner, str) or not owner.strip() or len(owner) > 200:
+        fail(422, "'owner' must be a non-empty string of at most 200 characters")
+    added = owners.add_owner(services(), project, owner.strip(), who.name)
+    body = {"project": project, "owner": owner.strip(), "added": added}
+    return jsonify(body), 201 if added else 200  # type: ignore[return-value]
+
+
+@bp.delete("/projects/<name>/owners/<owner>")
+@spec.operation(
+    "removeOwner",
+    "owners",
+    "Remove an owner from a project",
+    "admin",
+    {"200": spec.ok(spec.obj({"project": {"type": "string"}, "removed": {"type": "string"}}))},
+    errors=[404],
+    parameters=[
+        spec.path_text("name", "the project's name (any spelling)"),
+        spec.path_text("owner", "the owner's name"),
+    ],
+)
+def remove_owner(name: str, owner: str) -> Response:
+    who = require("admin")
+    project = project_name(name)
+    if not owners.remove_owner(services(), project, owner, who.name):
+        fail(404, f"{owner!r} is not an owner of {project!r}")
+    return jsonify({"project": project, "removed": owner})

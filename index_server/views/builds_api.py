@@ -9,8 +9,17 @@ from packaging.version import InvalidVersion, Version
 from builder import protocol
 from index_server import jobs
 from index_server import openapi as spec
-from index_server.jobs import STATES
-from index_server.views.common import fail, get_platform, has_nul, require, require_read, services
+from index_server.jobs import STATES, write_only
+from index_server.views.common import (
+    fail,
+    get_platform,
+    has_nul,
+    project_name,
+    require,
+    require_read,
+    services,
+    valid_name,
+)
 
 bp = Blueprint("builds_api", __name__, url_prefix="/api")
 
@@ -34,11 +43,8 @@ def _text(body: dict, key: str, required: bool = True) -> str:  # type: ignore[t
 
 
 def _project(name: str) -> str:
-    """The canonical name, which must fit the database's project columns."""
-    canonical = canonicalize_name(name)
-    if len(canonical) > 200:
-        fail(400, "a project name has at most 200 characters")
-    return canonical
+    """The canonical name of a valid one (a 422 otherwise)."""
+    return project_name(name, 422)
 
 
 def _version(version: str) -> str:
@@ -125,6 +131,8 @@ def request_builds() -> Response:
     who = require("upload")
     body = _body()
     project = _project(_text(body, "project"))
+    if not who.may_write(project):
+        fail(403, f"this token may not write project {project!r} (its project scope)")
     try:
         version = _version(str(Version(_text(body, "version"))))
     except InvalidVersion:
@@ -266,7 +274,7 @@ def add_skip() -> Response:
 def remove_skip(project: str) -> Response:
     who = require("admin")
     version = request.args.get("version", "")
-    if len(canonicalize_name(project)) > 200 or len(version) > 100:
+    if not valid_name(project) or len(version) > 100:
         fail(404, "not on the skip list")
     if not jobs.remove_skip(services(), canonicalize_name(project), version, who.name):
         fail(404, "not on the skip list")
@@ -287,8 +295,9 @@ SETTINGS_ANSWER = spec.obj({"project": {"type": "string"}, "settings": spec.ref(
 )
 def get_settings(project: str) -> Response:
     require_read()
-    name = canonicalize_name(project)
-    return jsonify({"project": name, "settings": jobs.get_project_settings(services(), name)})
+    name = project_name(project)
+    settings = write_only(jobs.get_project_settings(services(), name))
+    return jsonify({"project": name, "settings": settings})
 
 
 @bp.put("/build-settings/<project>")
@@ -307,9 +316,9 @@ def put_settings(project: str) -> Response:
         settings = protocol.validate(_body(), protocol.BUILD_SETTINGS)
     except protocol.ProtocolError as exc:
         fail(400, f"invalid build settings: {exc}")
-    name = _project(project)
+    name = project_name(project)
     jobs.set_project_settings(services(), name, settings, who.name)
-    return jsonify({"project": name, "settings": settings})
+    return jsonify({"project": name, "settings": write_only(settings)})
 
 
 @bp.get("/workers")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import NoReturn
 
 from flask import Response, current_app, g, request
+from packaging.utils import canonicalize_name
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from index_server import audit
 from index_server.auth import Identity, authenticate
 from index_server.services import Services
 from platforms import Platform
@@ -54,6 +57,26 @@ def fail(status: int, message: str, headers: dict[str, str] | None = None) -> No
     raise HTTPError(status, message, headers)
 
 
+# PEP 508's name rule; at most the database's 200 characters.
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+MAX_NAME_LENGTH = 200
+
+
+def valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and bool(_VALID_NAME.match(name))
+
+
+def project_name(name: str, status: int = 404) -> str:
+    """The canonical (PEP 503) form of a project name from a URL or a body, checked before
+    any lookup or upstream request: a name no project can have is a ``status`` (404 in a
+    URL, 422 in a body)."""
+    if not valid_name(name):
+        fail(
+            status, f"{name[:100]!r} is not a valid project name (PEP 508, at most 200 characters)"
+        )
+    return canonicalize_name(name)
+
+
 def services() -> Services:
     return current_app.extensions["wheelfarm"]  # type: ignore[no-any-return]
 
@@ -85,6 +108,8 @@ def identity() -> Identity | None:
     if "identity" not in g:
         svc = services()
         g.identity = authenticate(svc.engine, presented_secret(), svc.settings.admin_token)
+        if g.identity is not None:
+            audit.authenticated(g.identity.token_id, g.identity.owner)
     return g.identity  # type: ignore[no-any-return]
 
 

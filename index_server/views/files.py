@@ -12,7 +12,6 @@ import os
 from typing import BinaryIO
 
 from flask import Blueprint, Response, redirect, request
-from packaging.utils import canonicalize_name
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.http import dump_options_header
 from werkzeug.wsgi import FileWrapper, wrap_file
@@ -23,7 +22,7 @@ from index_server.repository import ServedFile
 from index_server.simple.merge import version_of
 from index_server.upstream.fetch import DigestMismatch, UpstreamError
 from index_server.upstream.files import find_announced, is_pulled, pull_through
-from index_server.views.common import fail, get_platform, require_read, services
+from index_server.views.common import fail, get_platform, project_name, require_read, services
 from storage import blob_key
 
 bp = Blueprint("files", __name__)
@@ -82,7 +81,7 @@ def platform_download(platform: str, project: str, sha256: str, filename: str) -
             note_sdist_served(svc, plat, record.project, record.version)
         return _send_local(record, metadata)
 
-    project = canonicalize_name(project)
+    project = project_name(project)
     entry = find_announced(svc, project, sha256.lower(), dist_name)
     if entry is None:
         fail(404, f"no file {dist_name!r} with sha256 {sha256} for {project!r}")
@@ -99,7 +98,7 @@ def platform_download(platform: str, project: str, sha256: str, filename: str) -
         try:
             pull_through(svc, project, name, url, digest)
         except DigestMismatch as exc:
-            fail(502, f"refused upstream file: {exc}")
+            fail(502, f"refused upstream file: {exc}")  # names no digest (see DigestMismatch)
         except UpstreamError as exc:
             fail(502, f"upstream fetch failed: {exc}")
         except LockTimeout:

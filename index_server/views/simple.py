@@ -5,14 +5,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from flask import Blueprint, Response, redirect, request
-from packaging.utils import canonicalize_name
 
 from index_server.simple.http import page_response
 from index_server.simple.negotiation import choose_content_type
 from index_server.simple.project_list import project_list_page
 from index_server.simple.project_page import ProjectNotFound, UpstreamUnavailable
 from index_server.simple.project_page import project_page as build_project_page
-from index_server.views.common import fail, get_platform, require_read, services
+from index_server.views.common import fail, get_platform, project_name, require_read, services
 
 bp = Blueprint("simple", __name__)
 
@@ -60,13 +59,13 @@ def project_list(platform: str) -> Response:
 def project_without_slash(platform: str, project: str) -> Response:
     require_read()
     get_platform(platform)
-    return _redirect(f"/{platform}/simple/{canonicalize_name(project)}/")
+    return _redirect(f"/{platform}/simple/{project_name(project)}/")
 
 
 @bp.get("/<platform>/simple/<project>/")
 def project_page(platform: str, project: str) -> Response:
     plat = get_platform(platform)
-    canonical = canonicalize_name(project)
+    canonical = project_name(project)  # before any lookup or upstream request
     if canonical != project:
         return _redirect(f"/{platform}/simple/{canonical}/")
     require_read()

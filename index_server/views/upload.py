@@ -9,7 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.datastructures import FileStorage
 
-from index_server.distributions import InvalidDistribution
+from index_server import owners
+from index_server.auth import Identity
+from index_server.distributions import InvalidDistribution, parse_filename
 from index_server.ingest import FileConflict, ingest_file
 from index_server.leftovers import UPLOAD_SCRATCH_PREFIX
 from index_server.views.common import fail, get_platform, require, services
@@ -40,6 +42,11 @@ def upload(platform: str) -> Response:
     }
     if not any(digests.values()):
         fail(400, "missing digest: send sha256_digest (twine does)")
+    try:
+        project = parse_filename(filename).project
+    except InvalidDistribution as exc:
+        fail(400, str(exc))
+    _check_owner(who, project)
     return store_upload(
         plat,
         content,
@@ -48,7 +55,17 @@ def upload(platform: str) -> Response:
         claimed_digests=digests,
         claimed_name=form.get("name"),
         claimed_version=form.get("version"),
+        uploader=who,
     )
+
+
+def _check_owner(who: Identity, project: str) -> None:
+    try:
+        owners.check_upload(services(), who, project)
+    except owners.NotAllowed as exc:
+        fail(403, str(exc))
+    except owners.UpstreamUnknown as exc:
+        fail(503, str(exc))
 
 
 def store_upload(
@@ -67,6 +84,8 @@ def store_upload(
             fail(400, str(exc))
         except FileConflict as exc:
             fail(409, str(exc))
+        except owners.NotAllowed as exc:
+            fail(403, str(exc))
     body = {
         "filename": result.file.filename,
         "sha256": result.file.sha256,

@@ -6,12 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from packaging.version import Version
+from sqlalchemy import select
 
 from builder import protocol
 from index_server import admin, jobs, platform_lifecycle, repository
 from index_server import openapi as spec
+from index_server.auth import Identity
 from index_server.db.engine import read_connection
-from index_server.db.schema import ALL_PLATFORMS
+from index_server.db.schema import ALL_PLATFORMS, files
+from index_server.distributions import InvalidDistribution, parse_filename
 from index_server.views.common import fail, require, services
 from index_server.views.upload import store_upload
 
@@ -44,6 +48,26 @@ def _job_errors(exc: jobs.JobError) -> None:
     fail(409, str(exc))
 
 
+def _bound(who: Identity, platforms: list[str], worker: str | None) -> None:
+    """A build token bound to a platform (and a worker name) acts only within them."""
+    if who.platform and any(p != who.platform for p in platforms):
+        fail(403, f"this build token is bound to platform {who.platform!r}")
+    if who.worker and worker is not None and worker != who.worker:
+        fail(403, f"this build token is bound to worker {who.worker!r}")
+
+
+def _held(job_id: int) -> Identity:
+    """The build token, allowed to act on this job (its platform and worker)."""
+    who = require("build")
+    if who.platform or who.worker:
+        try:
+            job = jobs.get_job(services(), job_id, with_log=False)
+        except jobs.JobNotFound as exc:
+            fail(404, str(exc))
+        _bound(who, [job["platform"]], job["worker"])
+    return who
+
+
 @bp.post("/claim")
 @spec.operation(
     "claimJob",
@@ -57,12 +81,13 @@ def _job_errors(exc: jobs.JobError) -> None:
     body=spec.json_body(spec.ref("Claim")),
 )
 def claim() -> Response:
-    require("build")
+    who = require("build")
     message = _message(protocol.CLAIM)
     svc = services()
     unknown = [p for p in message["platforms"] if p not in svc.platforms]
     if unknown:
         fail(400, f"unknown platforms: {', '.join(unknown)}")
+    _bound(who, message["platforms"], message["worker"])
     # A retired platform's queued jobs wait (its files stay readable; nothing new is built).
     active = [p for p in message["platforms"] if not svc.platforms[p].retired]
     if not active:
@@ -86,7 +111,7 @@ def claim() -> Response:
     description="409: the lease is no longer valid; the worker must stop.",
 )
 def heartbeat(job_id: int) -> Response:
-    require("build")
+    _held(job_id)
     message = _message(protocol.HEARTBEAT)
     svc = services()
     try:
@@ -108,7 +133,7 @@ def heartbeat(job_id: int) -> Response:
     body=spec.json_body(spec.ref("Log")),
 )
 def log(job_id: int) -> Response:
-    require("build")
+    _held(job_id)
     message = _message(protocol.LOG)
     try:
         jobs.append_log(services(), job_id, message["lease"], message["text"])
@@ -154,7 +179,7 @@ def log(job_id: int) -> Response:
     },
 )
 def upload_wheel(job_id: int) -> Response:
-    who = require("build")
+    who = _held(job_id)
     svc = services()
     try:
         job = jobs.check_lease(svc, job_id, request.form.get("lease", ""))
@@ -165,10 +190,13 @@ def upload_wheel(job_id: int) -> Response:
         fail(400, "missing or invalid 'content' file field")
     if not content.filename.endswith(".whl"):
         fail(400, "a build uploads wheels only")
+    _job_wheel_only(svc, job, content.filename)
     earlier = _earlier_attempts_wheel(svc, job, content.filename)
     if earlier is not None and platform_lifecycle.replaces_stale(job, earlier):
         # A rebuild after an image change: the new wheel replaces the one from the old image.
-        admin.delete_file(svc, earlier.id, f"{who.name} ({job['worker']}, job {job_id})")
+        # The server asked for this rebuild, so the name may take the new bytes (no tombstone).
+        actor = f"{who.name} ({job['worker']}, job {job_id})"
+        admin.delete_file(svc, earlier.id, actor, tombstone=False)
         earlier = None
     if earlier is not None:
         # Builds are not byte-for-byte reproducible: a worker that died after uploading left
@@ -191,7 +219,31 @@ def upload_wheel(job_id: int) -> Response:
         claimed_name=job["project"],
         claimed_version=job["version"],
         origin="build",
+        build_job_id=job_id,
     )
+
+
+def _job_wheel_only(svc, job: dict, filename: str) -> None:  # type: ignore[no-untyped-def]
+    """A build uploads the wheel of its job: that project and version (a binary one for the
+    job's platform, which ingest checks), and one per job."""
+    try:
+        dist = parse_filename(filename)
+    except InvalidDistribution as exc:
+        fail(400, str(exc))
+    if dist.project != job["project"] or dist.version != Version(job["version"]):
+        fail(
+            403,
+            f"{filename} is not a wheel of this job ({job['project']} {job['version']} "
+            f"for {job['platform']})",
+        )
+    with read_connection(svc.engine) as conn:
+        uploaded = conn.execute(
+            select(files.c.filename).where(
+                files.c.build_job_id == job["id"], files.c.filename != filename
+            )
+        ).first()
+    if uploaded is not None:
+        fail(409, f"job {job['id']} has uploaded its wheel already ({uploaded[0]})")
 
 
 def _earlier_attempts_wheel(svc, job: dict, filename: str):  # type: ignore[no-untyped-def]
@@ -220,7 +272,7 @@ def _earlier_attempts_wheel(svc, job: dict, filename: str):  # type: ignore[no-u
     body=spec.json_body(spec.ref("Finish")),
 )
 def finish(job_id: int) -> Response:
-    require("build")
+    _held(job_id)
     message = _message(protocol.FINISH)
     svc = services()
     try:

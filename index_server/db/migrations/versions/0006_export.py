@@ -10,7 +10,7 @@ Revises: 0003
 from alembic import op
 
 revision = "0006_export"
-down_revision = "0003"
+down_revision = "0005_owners_audit"
 branch_labels = None
 depends_on = None
 
