@@ -302,7 +302,9 @@ class Worker:
             "image_id": result.image_id or result.image,
             "build_seconds": round(time.monotonic() - started, 3),
             "os_packages": result.os_packages,
+            "os_packages_closure": result.os_packages_closure,
             "shared_libraries": sorted(result.shared_libraries),
+            "compiled": result.compiled,
         }
         if not result.ok:
             return {
