@@ -38,6 +38,7 @@ from tests.builder_helpers import (
     c_extension_files,
     make_broken_sdist,
     make_c_extension_sdist,
+    make_fallback_sdist,
     make_ffi_sdist,
     make_pure_sdist,
     make_sdist,
@@ -348,13 +349,7 @@ def test_report_timings(env: Env) -> None:
 def test_extension_that_falls_back_to_python_gives_a_wheel_flagged_without_compiled_code(
     env: Env, tmp_path: Path
 ) -> None:
-    # As PyYAML 5.4.1 without libyaml and msgpack 1.0.2: an optional extension that fails
-    # to compile still makes a platform-tagged wheel, with no ELF file in it.
-    package = "wf_fallback"
-    files = c_extension_files(package, body='#error "no libfoo here"\n')
-    files["setup.py"] = files["setup.py"].replace("libraries=[]", "libraries=[], optional=True")
-    files[f"{package}/__init__.py"] = "ANSWER = 42\n"
-    result = build(env, make_sdist(env.sdists, "wf-fallback", "1.0", files), tmp_path)
+    result = build(env, make_fallback_sdist(env.sdists), tmp_path)
     assert result.ok, result.log
     [wheel] = result.wheels
     assert wheel.name == "wf_fallback-1.0-cp311-cp311-linux_x86_64.whl"
