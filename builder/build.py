@@ -42,7 +42,7 @@ from builder.runners import (
     Runner,
     RunResult,
 )
-from builder.wheels import requires_dist, sdist_epoch, top_level_modules
+from builder.wheels import compiled_sources, requires_dist, sdist_epoch, top_level_modules
 from platforms import Platform
 
 INSPECT_SCRIPT = Path(__file__).resolve().parent / "inspect_in_container.py"
@@ -111,11 +111,18 @@ class BuildResult:
     timings: dict[str, float]  # seconds: image, build, inspect, import, total
     image: str  # the image name the build ran in
     image_id: str
-    os_packages: list[str]  # Debian/Ubuntu packages providing the system libraries
+    # Debian/Ubuntu packages of the libraries the wheel's own ELF files link directly
+    # (DT_NEEDED): what a runtime image must `apt-get install`.
+    os_packages: list[str]
     shared_libraries: dict[str, str]  # soname -> path in the image ("" when not found)
     external_libraries: list[str]  # sonames outside every manylinux policy (auditwheel)
     audit: dict[str, object] | None = None  # `auditwheel show --json` of the built wheel
     summary: str = ""  # one line saying what went wrong
+    # The packages of every library the wheel loads (ldd's closure), for the build's detail.
+    os_packages_closure: list[str] = field(default_factory=list)
+    # Whether a wheel with a platform tag holds compiled code (an ELF file); None when the
+    # wheel is pure or no wheel was inspected. False: e.g. a C extension fell back to Python.
+    compiled: bool | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -128,6 +135,8 @@ class BuildResult:
             "os_packages": self.os_packages,
             "shared_libraries": self.shared_libraries,
             "external_libraries": self.external_libraries,
+            "os_packages_closure": self.os_packages_closure,
+            "compiled": self.compiled,
             "summary": self.summary,
         }
 
@@ -221,6 +230,8 @@ def build_wheel(
             external_libraries=list(found.get("external_libraries", [])),  # type: ignore[call-overload]
             audit=found.get("audit"),  # type: ignore[arg-type]
             summary=summary,
+            os_packages_closure=list(found.get("os_packages_closure", [])),  # type: ignore[call-overload]
+            compiled=found.get("compiled"),  # type: ignore[arg-type]
         )
 
     with tempfile.TemporaryDirectory(prefix="wheelfarm-build-") as tmp, ExitStack() as stack:
@@ -347,14 +358,32 @@ def build_wheel(
             return finish(FailureCategory.OTHER, "inspecting the wheel failed")
         libraries: dict[str, str] = dict(report.get("libraries") or {})  # type: ignore[call-overload]
         packages: dict[str, str | None] = dict(report.get("packages") or {})  # type: ignore[call-overload]
+        needed = set(report.get("needed") or ())  # type: ignore[call-overload]
+
+        def runtime_packages(sonames: object) -> list[str]:
+            owners = {packages.get(str(soname)) for soname in sonames}  # type: ignore[attr-defined]
+            return sorted(p for p in owners if p and p not in ALWAYS_PRESENT_PACKAGES)
+
         found: dict[str, object] = {
             "shared_libraries": libraries,
             "external_libraries": list(report.get("external") or []),  # type: ignore[call-overload]
-            "os_packages": sorted(
-                {p for p in packages.values() if p and p not in ALWAYS_PRESENT_PACKAGES}
-            ),
+            "os_packages": runtime_packages(needed),
+            "os_packages_closure": runtime_packages(libraries),
             "audit": report.get("auditwheel"),
+            "compiled": report.get("compiled"),
         }
+        if report.get("compiled") is False:
+            sources = compiled_sources(sdist)
+            if sources:
+                shown = ", ".join(sources[:5]) + (" ..." if len(sources) > 5 else "")
+                log.note(
+                    f"built without compiled code: the sdist has {len(sources)} compiled-language"
+                    f" source file(s) ({shown}) but the wheel has no ELF file; its C extension"
+                    " was not built (a missing -dev package or compiler, or an optional"
+                    " extension that fell back to pure Python: see the build step above)"
+                )
+            else:
+                log.note("built without compiled code: a platform tag and no ELF file")
         final = wheel
         if platform.manylinux and report.get("repaired"):
             final = repaired / str(report["repaired"][0])  # type: ignore[index]

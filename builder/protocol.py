@@ -133,7 +133,13 @@ FINISH: dict[str, Any] = {
         "build_seconds": {"type": ["number", "null"], "minimum": 0},
         "wheels": {"type": "array", "items": {"type": "string"}},
         "shared_libraries": {"type": "array", "items": {"type": "string"}},
+        # The packages of the libraries the wheel links directly (a runtime image needs
+        # these), and of everything it loads (the closure, for the build's detail).
         "os_packages": {"type": "array", "items": {"type": "string"}},
+        "os_packages_closure": {"type": "array", "items": {"type": "string"}},
+        # False: a wheel with a platform tag and no compiled code (the C extension fell
+        # back to pure Python); null: a pure wheel, or nothing was inspected.
+        "compiled": {"type": ["boolean", "null"]},
     },
 }
 

@@ -1,4 +1,5 @@
-"""What a built wheel contains: its importable top-level names and its dependencies."""
+"""What a built wheel contains (its importable top-level names and its dependencies), and
+what its sdist holds."""
 
 from __future__ import annotations
 
@@ -51,20 +52,33 @@ def requires_dist(wheel: Path) -> list[str]:
     return HeaderParser().parsestr(metadata).get_all("Requires-Dist") or []
 
 
-def sdist_epoch(sdist: Path) -> int:
-    """The newest file time inside an sdist: a stable SOURCE_DATE_EPOCH for its builds."""
-    newest = 0
+def _sdist_members(sdist: Path) -> list[tuple[str, int]]:
+    """(name, modification time) of each file in an sdist; empty when it cannot be read."""
     try:
         if sdist.name.endswith(".zip"):
             import time
 
             with zipfile.ZipFile(sdist) as zf:
-                for info in zf.infolist():
-                    newest = max(newest, int(time.mktime((*info.date_time, 0, 0, -1))))
-        else:
-            with tarfile.open(sdist) as tar:
-                for member in tar.getmembers():
-                    newest = max(newest, int(member.mtime))
+                return [
+                    (info.filename, int(time.mktime((*info.date_time, 0, 0, -1))))
+                    for info in zf.infolist()
+                ]
+        with tarfile.open(sdist) as tar:
+            return [(member.name, int(member.mtime)) for member in tar.getmembers()]
     except (OSError, tarfile.TarError, zipfile.BadZipFile):
-        return ZIP_EPOCH
-    return max(newest, ZIP_EPOCH)
+        return []
+
+
+def sdist_epoch(sdist: Path) -> int:
+    """The newest file time inside an sdist: a stable SOURCE_DATE_EPOCH for its builds."""
+    return max([ZIP_EPOCH, *(mtime for _name, mtime in _sdist_members(sdist))])
+
+
+COMPILED_SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".pyx", ".f", ".f90", ".rs")
+
+
+def compiled_sources(sdist: Path) -> list[str]:
+    """The sdist's files in a compiled language (C, C++, Cython, Fortran, Rust)."""
+    return sorted(
+        name for name, _mtime in _sdist_members(sdist) if name.endswith(COMPILED_SOURCE_SUFFIXES)
+    )

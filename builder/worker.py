@@ -310,7 +310,9 @@ class Worker:
             "platform_image_id": self._platform_image_id(platform, result),
             "build_seconds": round(time.monotonic() - started, 3),
             "os_packages": result.os_packages,
+            "os_packages_closure": result.os_packages_closure,
             "shared_libraries": sorted(result.shared_libraries),
+            "compiled": result.compiled,
         }
         if not result.ok:
             return {

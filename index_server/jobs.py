@@ -320,6 +320,8 @@ def finish(services: Services, job_id: int, report: dict[str, Any]) -> dict[str,
             "wheels": report.get("wheels", []),
             "shared_libraries": report.get("shared_libraries", []),
             "os_packages": report.get("os_packages", []),
+            "os_packages_closure": report.get("os_packages_closure", []),
+            "compiled": report.get("compiled"),
         }
         values: dict[str, Any] = {
             "lease": None,

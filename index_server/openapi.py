@@ -84,6 +84,8 @@ def _schemas() -> dict[str, Schema]:
             "wheels": {"type": "array", "items": {"type": "string"}},
             "shared_libraries": {"type": "array", "items": {"type": "string"}},
             "os_packages": {"type": "array", "items": {"type": "string"}},
+            "os_packages_closure": {"type": "array", "items": {"type": "string"}},
+            "compiled": {"type": ["boolean", "null"]},
         },
         required=(),
     )

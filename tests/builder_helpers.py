@@ -328,6 +328,16 @@ def make_ffi_sdist(directory: Path, name: str = "wf-ffi", version: str = "1.0") 
     return make_sdist(directory, name, version, files)
 
 
+def make_fallback_sdist(directory: Path, name: str = "wf-fallback", version: str = "1.0") -> Path:
+    """As PyYAML 5.4.1 without libyaml, or msgpack 1.0.2: an optional extension that fails to
+    compile, so the build still makes a platform-tagged wheel, with no ELF file in it."""
+    package = canonicalize_name(name).replace("-", "_")
+    files = c_extension_files(package, body='#error "no libfoo here"\n')
+    files["setup.py"] = files["setup.py"].replace("libraries=[]", "libraries=[], optional=True")
+    files[f"{package}/__init__.py"] = "ANSWER = 42\n"
+    return make_sdist(directory, name, version, files)
+
+
 def make_broken_sdist(directory: Path, name: str = "wf-broken", version: str = "1.0") -> Path:
     package = canonicalize_name(name).replace("-", "_")
     files = c_extension_files(package, body="    return PyLong_FromLong(1) /* no semicolon */\n")

@@ -35,10 +35,13 @@ from builder.runners import LOWEST_CPU_SHARES, ContainerRunner, Limits, Mount
 from platforms import Platform, load_platforms
 from tests.builder_helpers import (
     LocalIndex,
+    c_extension_files,
     make_broken_sdist,
     make_c_extension_sdist,
+    make_fallback_sdist,
     make_ffi_sdist,
     make_pure_sdist,
+    make_sdist,
     make_sleeping_sdist,
     require_podman,
     shared_local_index,
@@ -338,3 +341,44 @@ def test_report_timings(env: Env) -> None:
     # Not a check: prints how long each build took (pytest -s, or the -ra summary on failure).
     print("\nbuilder timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
     assert TIMINGS
+
+
+# --- what the wheel holds -----------------------------------------------------------------
+
+
+def test_extension_that_falls_back_to_python_gives_a_wheel_flagged_without_compiled_code(
+    env: Env, tmp_path: Path
+) -> None:
+    result = build(env, make_fallback_sdist(env.sdists), tmp_path)
+    assert result.ok, result.log
+    [wheel] = result.wheels
+    assert wheel.name == "wf_fallback-1.0-cp311-cp311-linux_x86_64.whl"
+    assert result.compiled is False
+    assert result.shared_libraries == {} and result.os_packages == []
+    assert (
+        "built without compiled code: the sdist has 1 compiled-language source file(s)"
+        " (wf_fallback-1.0/src/_speed.c) but the wheel has no ELF file" in result.log
+    )
+    assert "imported wf_fallback" in result.log
+    assert result.to_json()["compiled"] is False
+
+
+def test_os_packages_are_those_of_the_directly_linked_libraries(env: Env, tmp_path: Path) -> None:
+    # libsystemd (in every Debian base, no -dev package needed) loads half a dozen libraries
+    # of its own; a runtime image needs only its package, as psycopg2's needs libpq5 and not
+    # libpq's whole closure.
+    files = c_extension_files(
+        "wf_sd",
+        func="booted",
+        includes="extern int sd_booted(void);",
+        body="    return PyLong_FromLong(sd_booted());",
+        libraries=(":libsystemd.so.0",),
+    )
+    result = build(env, make_sdist(env.sdists, "wf-sd", "1.0", files), tmp_path)
+    assert result.ok, result.log
+    assert result.compiled is True
+    assert result.os_packages == ["libsystemd0"]
+    assert {"libsystemd0", "libcap2", "liblzma5", "libzstd1"} <= set(result.os_packages_closure)
+    assert "libzstd.so.1" in result.shared_libraries  # the closure stays in the detail
+    assert re.search(r"^needs libsystemd\.so\.0 .* from package libsystemd0$", result.log, re.M)
+    assert re.search(r"^loads libzstd\.so\.1 ", result.log, re.M)

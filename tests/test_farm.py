@@ -146,8 +146,9 @@ def test_killed_worker_loses_its_job_to_another(farm: Farm) -> None:
 def test_warm_waits_for_real_builds(farm: Farm, tmp_path: Path) -> None:
     """`wheelfarm warm --wait` on a requirements file, built by a real Podman worker."""
     farm.upstream.add(bh.make_c_extension_sdist(tmp_path, "wf-warmed"))
+    farm.upstream.add(bh.make_fallback_sdist(tmp_path, "wf-fallback"))
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("wf-warmed==1.0\n")
+    requirements.write_text("wf-warmed==1.0\nwf-fallback==1.0\n")
     worker = farm.worker("w-warm")
     try:
         done = subprocess.run(
@@ -177,8 +178,20 @@ def test_warm_waits_for_real_builds(farm: Farm, tmp_path: Path) -> None:
         worker.wait(30)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
-    (entry,) = [d for d in report["distributions"] if d["project"] == "wf-warmed"]
-    assert entry["version"] == "1.0"
+    entries = {d["project"]: d for d in report["distributions"]}
+    assert entries["wf-warmed"]["version"] == "1.0"
+    assert entries["wf-warmed"]["built_without_compiled_code"] is False
     files = farm.api("GET", "/api/projects/wf-warmed")["files"]
     built = [f for f in files if f["filename"] == "wf_warmed-1.0-cp311-cp311-linux_x86_64.whl"]
     assert [f["origin"] for f in built] == ["build"]
+    # A platform wheel with no compiled code is accepted, served and flagged everywhere.
+    fallback = entries["wf-fallback"]
+    assert fallback["status"] == "built" and fallback["built_without_compiled_code"] is True
+    assert fallback["wheel"] == "wf_fallback-1.0-cp311-cp311-linux_x86_64.whl"
+    job = farm.job(fallback["job_id"])
+    assert job["result"]["compiled"] is False and job["result"]["os_packages"] == []
+    assert "built without compiled code: the sdist has 1 compiled-language source" in job["log"]
+    page = urllib.request.urlopen(f"{farm.server.url}/console/builds/{job['id']}").read()
+    assert b'id="no-compiled-code"' in page and b"built without compiled code" in page
+    project = urllib.request.urlopen(f"{farm.server.url}/console/projects/wf-fallback").read()
+    assert b"built without compiled code" in project

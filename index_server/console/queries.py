@@ -179,6 +179,11 @@ class Cell:
         return list(result.get("os_packages") or [])
 
     @property
+    def without_compiled_code(self) -> bool:
+        """The build made a platform wheel with no ELF file (its C extension fell back)."""
+        return ((self.job or {}).get("result") or {}).get("compiled") is False
+
+    @property
     def empty(self) -> bool:
         return not self.wheels and self.job is None
 

@@ -372,6 +372,7 @@ def _poll(client: WheelfarmClient, platform: Platform, active: Sequence[Item]) -
         if job["state"] != item.state and job["state"] == "succeeded":
             finished.append(item)
         item.state = job["state"]
+        item.compiled = (job.get("result") or {}).get("compiled")
     return finished
 
 

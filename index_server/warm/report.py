@@ -15,6 +15,7 @@ OK = ("has_wheel", "built", "direct")
 PENDING = ("queued", "building")
 EXIT_OK, EXIT_FAILED, EXIT_PENDING = 0, 1, 3
 LOG_TAIL_LINES = 12
+NO_COMPILED_CODE = "built without compiled code"  # a platform wheel with no ELF file
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Item:
     error_summary: str | None = None
     log_tail: list[str] = field(default_factory=list)
     note: str | None = None  # why there is neither a wheel nor a job
+    compiled: bool | None = None  # False: the build's platform wheel has no compiled code
 
     @property
     def status(self) -> str:
@@ -58,7 +60,7 @@ class Item:
         if status == "direct":
             return f"not from the index: {self.direct}"
         if self.wheel:
-            return self.wheel
+            return self.wheel + (f" ({NO_COMPILED_CODE})" if self.compiled is False else "")
         if self.note:
             return self.note
         if status == "no_wheel":
@@ -226,6 +228,7 @@ def json_report(
                 "error_summary": i.error_summary,
                 "log_tail": i.log_tail,
                 "note": i.note,
+                "built_without_compiled_code": i.compiled is False,
                 "console_url": server_urls.console_url(i.job_id) if i.job_id else None,
                 "api_url": server_urls.api_url(i.job_id) if i.job_id else None,
             }
