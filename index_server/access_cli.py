@@ -9,9 +9,10 @@ from packaging.utils import canonicalize_name
 
 
 def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from index_server.cli import _services as build
+    """The server's services, for the settings the root command made (as index_server.cli)."""
+    from index_server.services import build_services
 
-    return build(ctx)
+    return build_services(ctx.find_root().obj)
 
 
 def _project(name: str) -> str:

@@ -20,7 +20,13 @@ from index_server.db.engine import write_transaction
 from index_server.db.schema import project_downloads
 
 if TYPE_CHECKING:
-    from index_server.services import Services
+    from typing import Protocol
+
+    from sqlalchemy import Engine
+
+    class Services(Protocol):  # what this module uses of index_server.services.Services
+        engine: Engine
+
 
 DOWNLOAD_WINDOW_DAYS = 30
 

@@ -80,6 +80,7 @@ def _refuse_cross_site() -> None:
         fail(403, "a write from another site's page is refused")
     if (
         request.path.startswith("/api/")
+        and request.endpoint is not None  # no route: the 404 says more
         and request.endpoint not in UPLOAD_ENDPOINTS
         and request.mimetype in FORM_TYPES
     ):

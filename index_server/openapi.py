@@ -261,7 +261,8 @@ _ERRORS = {
     "403": "The token is invalid or revoked, or its scope does not allow this.",
     "404": "No such object (or unknown platform).",
     "409": "The object's state does not allow this.",
-    "413": "The upload is larger than the server accepts.",
+    "413": "The upload or JSON body is larger than the server accepts.",
+    "422": "A well-formed request whose values cannot be taken (e.g. an unknown platform).",
 }
 
 
@@ -341,6 +342,13 @@ def operation(
     texts = [p for p in parameters if p["in"] == "query" or p["schema"].get("type") == "string"]
     if body is not None or texts:
         codes.append(400)
+    if body is not None:
+        # Every body has a size limit (uploads their own, JSON WHEELFARM_MAX_JSON_BYTES), and a
+        # well-formed one can hold values the server cannot take.
+        codes += [413, 422]
+    # A name in the path that is no valid name (PEP 508, its length) names nothing: 404.
+    if any(p["in"] == "path" and p["schema"].get("type") == "string" for p in parameters):
+        codes.append(404)
     note = _SCOPE_NOTE.get(scope, f"Needs a token with the `{scope}` scope.")
     op: Schema = {
         "operationId": operation_id,

@@ -28,7 +28,7 @@ from index_server.auth import create_token
 from index_server.config import Settings
 from index_server.openapi import openapi_document
 from index_server.services import Services
-from index_server.views import api, builds_api, worker_api
+from index_server.views import api, builds_api, platforms_api, worker_api
 from platforms import load_platforms
 from tests.conftest import ADMIN_TOKEN
 from tests.factory import make_sdist, make_wheel
@@ -188,7 +188,7 @@ def test_errors_match_the_documented_error_format(client: FlaskClient) -> None:
 def _api_app() -> Flask:
     """The /api/ blueprints alone, without services: enough to make the document."""
     app = Flask("openapi")
-    for blueprint in (api.bp, builds_api.bp, worker_api.bp):
+    for blueprint in (api.bp, builds_api.bp, platforms_api.bp, worker_api.bp):
         app.register_blueprint(blueprint)
     return app
 

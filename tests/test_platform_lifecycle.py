@@ -4,6 +4,7 @@ their rebuild, retirement. The worker side speaks the real worker protocol over 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,9 @@ def _farm(services: Services, tmp: Path) -> Farm:
         app.test_client(),
         services,
         tmp,
-        create_token(services.engine, "up", "upload")[1],
-        create_token(services.engine, "builder", "build")[1],
+        # Token names are unique; a test may make a second farm on the same services.
+        create_token(services.engine, f"up-{secrets.token_hex(4)}", "upload")[1],
+        create_token(services.engine, f"builder-{secrets.token_hex(4)}", "build")[1],
     )
 
 

@@ -37,7 +37,7 @@ from index_server.export.content import (
 )
 from index_server.export.targets import ExportTarget
 from index_server.services import Services
-from index_server.upstream.pages import _aware
+from index_server.upstream.states import _aware
 
 log = logging.getLogger("wheelfarm.export")
 ROOT_NAMES = ("index.html", "index.html.gz", "index.json", "index.json.gz")

@@ -217,12 +217,21 @@ def tokens() -> Response:
     },
     body=spec.json_body(
         spec.obj(
-            {"scope": {"type": "string", "enum": list(SCOPES)}, "name": spec.NAME},
+            {
+                "scope": {"type": "string", "enum": list(SCOPES)},
+                "name": spec.NAME,
+                "owner": spec.NAME,
+                "projects": {"type": "array", "items": spec.NAME},
+                "platform": spec.NAME,
+                "worker": spec.NAME,
+            },
             required=["scope"],
         )
     ),
-    description="`name` defaults to `api`. Scopes: read < upload, build < admin "
-    "(upload and build include read; admin includes all).",
+    errors=[409],
+    description="`name` defaults to `<scope>-<8 hex digits>`; names are unique (409). "
+    "`owner`, `projects` (names or globs), `platform` and `worker` bind the token. "
+    "Scopes: read < upload, build < admin (upload and build include read; admin includes all).",
 )
 def create_token() -> Response:
     who = require("admin")

@@ -101,8 +101,7 @@ def show_platform(platform: str) -> Response:
 @spec.operation(
     "backfillPlatform",
     "platforms",
-    "Queue builds of every project/version with wheels on another platform, most "
-    "downloaded first",
+    "Queue builds of every project/version with wheels on another platform, most downloaded first",
     "admin",
     {
         "200": spec.ok(
