@@ -417,8 +417,8 @@ def test_compose_command_lines_are_ones_the_cli_accepts(
     # And the check itself refuses what the CLI refuses.
     with pytest.raises(click.UsageError):
         accepts(["wheelfarm", "worker", "--runner", "dockr"], {}, monkeypatch)
-    monkeypatch.delenv("WHEELFARM_TOKEN", raising=False)
+    monkeypatch.delenv("WHEELFARM_SERVER_URL", raising=False)
     with pytest.raises(click.MissingParameter):
-        accepts(["wheelfarm", "worker", "--server", "http://server:8080"], {}, monkeypatch)
+        accepts(["wheelfarm", "worker", "--platform", "debian-12-py3.11-x86_64"], {}, monkeypatch)
     with pytest.raises(click.UsageError):
         accepts(["wheelfarm", "serve", "--port", "http"], {}, monkeypatch)

@@ -236,6 +236,9 @@ def _job_wheel_only(svc, job: dict, filename: str) -> None:  # type: ignore[no-u
             f"{filename} is not a wheel of this job ({job['project']} {job['version']} "
             f"for {job['platform']})",
         )
+    platform = svc.platforms.get(job["platform"])
+    if platform is not None and not platform.accepts_wheel(filename):
+        fail(400, f"{filename} cannot be installed on platform {job['platform']}, this job's")
     with read_connection(svc.engine) as conn:
         uploaded = conn.execute(
             select(files.c.filename).where(
