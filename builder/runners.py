@@ -8,6 +8,7 @@ runs them. Paths in commands are the paths *inside* the container (``/work/in/..
 
 from __future__ import annotations
 
+import logging
 import os
 import platform as host_platform
 import re
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from platforms import Platform
+
+log = logging.getLogger("wheelfarm.runners")
 
 Network = Literal["none", "host", "default"]
 BUILD_TOOLS_DIR = "/opt/buildtools"  # where the build image keeps its venv of build tools
@@ -310,14 +313,35 @@ class ContainerRunner:
             text = _read_tail(log_path)
         return _result(process, finished, text, duration, timeout, on_output)
 
-    def remove(self, name: str) -> None:
-        """Kill and remove a container by name; no error when it is already gone."""
-        subprocess.run(
-            [self.engine, "rm", "--force", "--time", "0", name],
+    def remove(self, name: str, attempts: int = 5) -> bool:
+        """Kill and remove a container by name, and make sure it is gone (a busy engine can
+        fail a removal); no error when it is already gone."""
+        problem = ""
+        for attempt in range(attempts):
+            removed = subprocess.run(
+                [self.engine, "rm", "--force", "--time", "0", name],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if not self.exists(name):
+                return True
+            problem = " ".join((removed.stderr or removed.stdout).strip().splitlines()[-1:])
+            log.warning("container %s is still there after rm: %s", name, problem)
+            time.sleep(1 + attempt)
+        log.error("could not remove container %s: %s", name, problem)
+        return False
+
+    def exists(self, name: str) -> bool:
+        """Whether the engine still has a container of this name (Podman and Docker)."""
+        found = subprocess.run(
+            [self.engine, "container", "inspect", "--format", "{{.Id}}", name],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             check=False,
         )
+        return found.returncode == 0
 
 
 # ---------------------------------------------------------------------------------------

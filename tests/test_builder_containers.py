@@ -230,6 +230,21 @@ def test_runner_kills_the_container_at_the_time_limit(env: Env) -> None:
     assert containers_named(prefix) == []
 
 
+def test_remove_makes_sure_a_running_container_is_gone(env: Env) -> None:
+    name = f"wf-test-{uuid.uuid4().hex[:8]}"
+    started = subprocess.run(
+        ["podman", "run", "-d", "--rm", "--name", name, image_name(env.platform), "sleep", "300"],
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode == 0, started.stderr
+    runner = ContainerRunner()
+    assert runner.exists(name)
+    assert runner.remove(name) is True
+    assert not runner.exists(name) and containers_named(name) == []
+    assert runner.remove(name) is True  # already gone: no error
+
+
 # --- builds -------------------------------------------------------------------------------
 
 
