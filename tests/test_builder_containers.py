@@ -7,7 +7,6 @@ with libffi-dev is derived once too (it needs Debian's mirror, through apt).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import subprocess
