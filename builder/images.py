@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.runners import run_engine
 from platforms import DEBIAN_PACKAGE_RE, Platform
 
 IMAGE_REPOSITORY = "wheelfarm-build"
@@ -115,22 +116,16 @@ def dockerfile_digest(platform: Platform) -> str:
     return digest.hexdigest()
 
 
-def _engine(engine: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [engine, *args], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
-    )
-
-
 def image_id(name: str, engine: str = "podman") -> str | None:
     """The full id of a local image, or None when there is none of that name."""
-    found = _engine(engine, "image", "inspect", "--format", "{{.Id}}", name)
+    found = run_engine(engine, "image", "inspect", "--format", "{{.Id}}", name)
     if found.returncode != 0:
         return None
     return found.stdout.strip().splitlines()[0]
 
 
 def image_label(name: str, label: str, engine: str = "podman") -> str | None:
-    found = _engine(engine, "image", "inspect", "--format", "{{json .Config.Labels}}", name)
+    found = run_engine(engine, "image", "inspect", "--format", "{{json .Config.Labels}}", name)
     if found.returncode != 0:
         return None
     labels = json.loads(found.stdout.strip() or "null") or {}
@@ -204,7 +199,7 @@ def build_image(
         raise ImageError(f"{engine} built {name} but cannot find it")
     # The image this tag named before is now untagged: drop such leftovers (the engine keeps
     # any that a container still uses).
-    _engine(engine, "image", "prune", "--force", "--filter", f"label={DOCKERFILE_LABEL}")
+    run_engine(engine, "image", "prune", "--force", "--filter", f"label={DOCKERFILE_LABEL}")
     return found
 
 
@@ -318,7 +313,7 @@ def remove_stale_derived_images(platform: Platform, base_id: str, engine: str = 
 
     Best effort: an image a container still uses stays (the engine refuses to remove it).
     """
-    listed = _engine(
+    listed = run_engine(
         engine,
         "images",
         "--quiet",
@@ -328,4 +323,4 @@ def remove_stale_derived_images(platform: Platform, base_id: str, engine: str = 
     )
     for candidate in dict.fromkeys(listed.stdout.split()):
         if image_label(candidate, BASE_ID_LABEL, engine) not in (None, base_id):
-            _engine(engine, "rmi", candidate)  # no --force: that would stop its containers
+            run_engine(engine, "rmi", candidate)  # no --force: that would stop its containers

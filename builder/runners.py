@@ -188,6 +188,13 @@ def _result(
     )
 
 
+def run_engine(engine: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One engine command (``podman ...``/``docker ...``), its output captured, never raising."""
+    return subprocess.run(
+        [engine, *args], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+    )
+
+
 @dataclass
 class ContainerRunner:
     """A fresh container per run, removed afterwards, with Podman or Docker (same CLI).
@@ -318,16 +325,10 @@ class ContainerRunner:
         fail a removal); no error when it is already gone."""
         problem = ""
         for attempt in range(attempts):
-            removed = subprocess.run(
-                [self.engine, "rm", "--force", "--time", "0", name],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            removed = run_engine(self.engine, "rm", "--force", "--time", "0", name)
             if not self.exists(name):
                 return True
-            problem = " ".join((removed.stderr or removed.stdout).strip().splitlines()[-1:])
+            problem = (removed.stderr or removed.stdout).strip().rpartition("\n")[2]
             log.warning("container %s is still there after rm: %s", name, problem)
             time.sleep(1 + attempt)
         log.error("could not remove container %s: %s", name, problem)
@@ -335,13 +336,10 @@ class ContainerRunner:
 
     def exists(self, name: str) -> bool:
         """Whether the engine still has a container of this name (Podman and Docker)."""
-        found = subprocess.run(
-            [self.engine, "container", "inspect", "--format", "{{.Id}}", name],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
+        return (
+            run_engine(self.engine, "container", "inspect", "--format", "{{.Id}}", name).returncode
+            == 0
         )
-        return found.returncode == 0
 
 
 # ---------------------------------------------------------------------------------------
