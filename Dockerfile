@@ -30,6 +30,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
 COPY pyproject.toml README.md /src/
+COPY client /src/client
 COPY index_server /src/index_server
 COPY builder /src/builder
 COPY platforms /src/platforms

@@ -11,10 +11,10 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from client.logging_setup import logging_config
 from index_server.config import Settings
 from index_server.db.migrate import upgrade
 from index_server.leftovers import remove_leftovers
-from index_server.logging_setup import logging_config
 from storage import StorageError
 
 # gunicorn's default access line without ``%(u)s``, the basic-auth user name: pip sends
@@ -39,8 +39,8 @@ class WheelfarmServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from client.logging_setup import configure_logging
         from index_server.app import create_app
-        from index_server.logging_setup import configure_logging
         from index_server.services import build_services
 
         if "logconfig_dict" not in self.options:

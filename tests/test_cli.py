@@ -226,7 +226,7 @@ def test_env_settings_reach_the_server_settings(  # type: ignore[no-untyped-def]
         "WHEELFARM_PAGE_MAX_AGE": "17",
         "WHEELFARM_UPSTREAM_URL": "http://127.0.0.1:9/simple",
     }
-    _ok(run("platform", "list", env=env))
+    _ok(run("projects", env=env))
     (settings,) = seen
     assert settings.data_dir == data_dir
     assert settings.admin_token == "wf_from-env"

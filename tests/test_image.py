@@ -31,10 +31,10 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from client.logging_setup import logging_config
 from index_server import config
 from index_server.cli import main as wheelfarm_cli
 from index_server.config import Settings
-from index_server.logging_setup import logging_config
 from platforms import load_platforms
 from storage import open_storage
 from storage.s3 import S3Storage
@@ -294,7 +294,7 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
 def _known_variables() -> set[str]:
     """Every WHEELFARM_* name the code reads (a name nothing reads is a typo)."""
     names: set[str] = set()
-    for package in ("index_server", "builder", "storage", "platforms"):
+    for package in ("index_server", "client", "builder", "storage", "platforms"):
         for path in (REPO / package).rglob("*.py"):
             names.update(re.findall(r"WHEELFARM_[A-Z0-9_]+", path.read_text()))
     names.update(f"WHEELFARM_{key.upper()}" for key in config._NUMBERS)

@@ -2,9 +2,10 @@
 
 Reads every module's imports with ``ast`` (function-local and ``TYPE_CHECKING`` ones
 included: a circle patched with a late import is still a circle) and fails on any import
-circle among the modules of ``index_server/``, ``builder/``, ``platforms/`` and
-``storage/``, and on ``builder/``, ``platforms/`` or ``storage/`` importing
-``index_server``: the farm's side and the shared parts never depend on the server.
+circle among the modules of ``index_server/``, ``client/``, ``builder/``, ``platforms/``
+and ``storage/``, and on ``client/``, ``builder/``, ``platforms/`` or ``storage/``
+importing ``index_server``: the client (``pip install wheelfarm`` without the server's
+dependencies), the farm's side and the shared parts never depend on the server.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("index_server", "builder", "platforms", "storage")
+PACKAGES = ("index_server", "client", "builder", "platforms", "storage")
 
 
 def _module_name(path: Path) -> str:

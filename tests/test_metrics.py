@@ -18,13 +18,13 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
+from client.logging_setup import JsonFormatter, TextFormatter, logging_config
 from index_server import metrics
 from index_server.app import create_app
 from index_server.auth import create_token
 from index_server.config import Settings
 from index_server.db.engine import write_transaction
 from index_server.db.schema import upstream_files, upstream_pages
-from index_server.logging_setup import JsonFormatter, TextFormatter, logging_config
 from index_server.services import Services, build_services
 from tests.conftest import ADMIN_TOKEN, LiveServer, start_server, stop_server
 from tests.console_helpers import OTHER_PLATFORM, PLATFORM, FlaskHttp, Scenario, populate
@@ -277,7 +277,7 @@ def test_the_app_logs_each_request_as_json(tmp_path: Path) -> None:
     program = f"""
 import logging
 from pathlib import Path
-from index_server.logging_setup import configure_logging
+from client.logging_setup import configure_logging
 from index_server.app import create_app
 from index_server.config import Settings
 from index_server.db.engine import write_transaction

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from index_server.warm.lockfiles import read_uv_lock
+from client.warm.lockfiles import read_uv_lock
 from platforms import load_platforms
 from tests.conftest import BIN, clean_client_env
 from tests.factory import make_wheel

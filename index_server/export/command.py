@@ -7,10 +7,10 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from client.logging_setup import configure_logging
 from index_server.config import Settings
 from index_server.export.exporter import Exporter
 from index_server.export.targets import ExportBusy, ExportTarget, open_target
-from index_server.logging_setup import configure_logging
 from index_server.services import build_services
 
 log = logging.getLogger("wheelfarm.export")

@@ -14,13 +14,13 @@ import click
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from index_server.warm import report
-from index_server.warm.client import ApiError, WheelfarmClient
-from index_server.warm.environment import marker_environment
-from index_server.warm.lockfiles import LockFileError, lock_kind, merge, read_lock
-from index_server.warm.pages import matching_versions, page_files, wheels_for
-from index_server.warm.report import Item
-from index_server.warm.resolve import Pinned, ResolutionError, resolve_with_pip
+from client.warm import report
+from client.warm.client import ApiError, WheelfarmClient
+from client.warm.environment import marker_environment
+from client.warm.lockfiles import LockFileError, lock_kind, merge, read_lock
+from client.warm.pages import matching_versions, page_files, wheels_for
+from client.warm.report import Item
+from client.warm.resolve import Pinned, ResolutionError, resolve_with_pip
 from platforms import Platform
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -1,4 +1,4 @@
-"""Run pip's resolver as if on another platform (``python -m index_server.warm.pip_shim``).
+"""Run pip's resolver as if on another platform (``python -m client.warm.pip_shim``).
 
 pip evaluates environment markers against the interpreter it runs in, even with
 ``--python-version``/``--platform`` (those only choose wheel tags and the Requires-Python
@@ -59,7 +59,7 @@ def _patch(environment: dict[str, str]) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[1] != "--":
-        print("usage: python -m index_server.warm.pip_shim ENV_JSON -- PIP_ARGS", file=sys.stderr)
+        print("usage: python -m client.warm.pip_shim ENV_JSON -- PIP_ARGS", file=sys.stderr)
         return 2
     _patch(json.loads(argv[0]))
     from pip._internal.cli.main import main as pip_main

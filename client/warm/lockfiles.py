@@ -16,8 +16,8 @@ from packaging.pylock import Pylock, PylockValidationError, is_valid_pylock_path
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from index_server.warm.environment import marker_environment
-from index_server.warm.resolve import Pinned
+from client.warm.environment import marker_environment
+from client.warm.resolve import Pinned
 from platforms import Platform
 
 

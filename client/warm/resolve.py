@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from index_server.warm.environment import marker_environment
+from client.warm.environment import marker_environment
 from platforms import Platform
 
 
@@ -66,7 +66,7 @@ def pip_command(
     return [
         python,
         "-m",
-        "index_server.warm.pip_shim",
+        "client.warm.pip_shim",
         json.dumps(marker_environment(platform)),
         "--",
         "install",

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from index_server.warm.client import ApiError, WheelfarmClient
-from index_server.warm.commands import server_options
+from client.warm.client import ApiError, WheelfarmClient
+from client.warm.commands import server_options
 
 
 def _client(server: str, token: str | None) -> WheelfarmClient:

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 from packaging.utils import canonicalize_name
 
-from index_server.warm.environment import platform_from_json
+from client.warm.environment import platform_from_json
 from platforms import Platform
 
 PEP691_JSON = "application/vnd.pypi.simple.v1+json"

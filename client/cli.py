@@ -1,0 +1,223 @@
+"""The client's commands: ``wheelfarm worker``, ``wheelfarm platform ...``, ``wheelfarm
+track``, ``wheelfarm request`` and ``wheelfarm warm``. They talk to a server over HTTP (or
+build images here) and need none of the server's dependencies."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+import click
+
+from client import platform_commands
+from client.warm.commands import request_cmd, warm_cmd
+
+
+class RootSettings(Protocol):
+    """What the client commands read from the root command's settings."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def platforms_dir(self) -> Path: ...
+
+
+def _root(ctx: click.Context) -> RootSettings:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def _worker_token(token: str | None, token_file: Path | None) -> str:
+    if token_file is not None:
+        lines = token_file.read_text().splitlines()
+        token = lines[0].strip() if lines else ""
+    if not token:
+        raise click.UsageError("give the build token: WHEELFARM_TOKEN, or --token-file")
+    return token
+
+
+@click.command("worker")
+@click.option("--server", envvar="WHEELFARM_SERVER_URL", required=True, help="The server's URL.")
+@click.option(
+    "--token",
+    envvar="WHEELFARM_TOKEN",
+    default=None,
+    help="A build-scoped token; better in WHEELFARM_TOKEN or --token-file than on a command "
+    "line, which other users can read in the process list.",
+)
+@click.option(
+    "--token-file",
+    envvar="WHEELFARM_TOKEN_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding the build token (first line).",
+)
+@click.option(
+    "--platform",
+    "platform_names",
+    multiple=True,
+    help="Platforms to build for; default: this machine's (host runner) or all.",
+)
+@click.option(
+    "--runner", type=click.Choice(["podman", "docker", "host"]), default="podman", show_default=True
+)
+@click.option("--jobs", default=1, show_default=True, type=int, help="Builds at once.")
+@click.option(
+    "--poll",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds between claims when the queue is empty.",
+)
+@click.option("--max-jobs", default=None, type=int, help="Stop after this many jobs each.")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--name", default=None, help="Worker name; default: host name and number.")
+@click.option(
+    "--cgroup-parent",
+    envvar="WHEELFARM_BUILD_CGROUP_PARENT",
+    default=None,
+    help="Cgroup for the build containers (podman/docker --cgroup-parent); give it the "
+    "lowest CPU weight so that builds yield to an index server on the same host.",
+)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    server: str,
+    token: str | None,
+    token_file: Path | None,
+    platform_names: tuple[str, ...],
+    runner: str,
+    jobs: int,
+    poll: float,
+    max_jobs: int | None,
+    work_dir: Path | None,
+    name: str | None,
+    cgroup_parent: str | None,
+) -> None:
+    """Build wheels for the server's queue (talks to the server over HTTP only)."""
+    import signal
+    import socket
+    import threading
+
+    from builder.runners import host_mismatches
+    from builder.worker import ServerClient, Worker
+    from client.logging_setup import configure_logging
+
+    configure_logging()  # one line per event, text or JSON (WHEELFARM_LOG_FORMAT)
+    from platforms import PlatformError, iter_platforms, load_platforms
+
+    known = load_platforms(_root(ctx).platforms_dir)
+    try:
+        chosen = list(iter_platforms(platform_names, known))
+    except PlatformError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not chosen:
+        chosen = [p for p in known.values() if runner != "host" or not host_mismatches(p)]
+    if not chosen:
+        raise click.ClickException("this machine matches no platform: name one with --platform")
+    if runner == "host":
+        for p in chosen:
+            if problems := host_mismatches(p):
+                raise click.ClickException(f"host runner cannot build {p.name}: {problems[0]}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    base = name or socket.gethostname()
+    # The host runner installs its build tools with pip: give it this machine's CA settings.
+    tools_env = {k: v for k, v in os.environ.items() if k in ("PIP_CERT", "SSL_CERT_FILE")}
+    workers = [
+        Worker(
+            ServerClient(server, _worker_token(token, token_file)),
+            {p.name: p for p in chosen},
+            runner,
+            name=base if jobs == 1 else f"{base}-{i + 1}",
+            work_dir=work_dir,
+            poll_seconds=poll,
+            tools_env=tools_env,
+            cgroup_parent=cgroup_parent,
+        )
+        for i in range(jobs)
+    ]
+    click.echo(f"worker {base}: {jobs} x {runner} for {', '.join(p.name for p in chosen)}")
+    threads = [threading.Thread(target=w.run, args=(stop, max_jobs)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+
+
+@click.group()
+def platform() -> None:
+    """Platforms."""
+
+
+@platform.command("build-image")
+@click.argument("name")
+@click.option(
+    "--engine", type=click.Choice(["podman", "docker"]), default="podman", show_default=True
+)
+@click.option(
+    "--base/--no-base",
+    default=True,
+    show_default=True,
+    help="First make the base image with debootstrap when it is missing (platforms whose "
+    "[image] names a debian_suite; needs root).",
+)
+@click.pass_context
+def platform_build_image(ctx: click.Context, name: str, engine: str, base: bool) -> None:
+    """Build a platform's build image (and its Debian base image) and record its id."""
+    from builder.images import ImageError, build_image, ensure_base_image, image_name
+    from platforms import PlatformError, iter_platforms, load_platforms
+
+    try:
+        (chosen,) = iter_platforms([name], load_platforms(_root(ctx).platforms_dir))
+        if base and ensure_base_image(chosen, engine):
+            click.echo(f"made base image {chosen.base_image}")
+        image_id = build_image(chosen, engine)
+    except (PlatformError, ImageError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    record = _root(ctx).data_dir / "images.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(record.read_text()) if record.exists() else {}
+    known[chosen.name] = {"image": image_name(chosen), "id": image_id, "engine": engine}
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=2) + "\n")
+    tmp.replace(record)
+    click.echo(f"{image_name(chosen)} {image_id}")
+
+
+@platform.command("list")
+@click.pass_context
+def platform_list(ctx: click.Context) -> None:
+    from platforms import load_platforms
+
+    for p in load_platforms(_root(ctx).platforms_dir).values():
+        notes = "".join(
+            f", {note}" for note, on in (("emulated", p.emulated), ("retired", p.retired)) if on
+        )
+        click.echo(
+            f"{p.name:<30} {p.os} {p.release}, CPython {p.python}, {p.arch}, "
+            f"glibc {p.glibc}, best tag {p.supported_tags[0]}{notes}"
+        )
+
+
+# A platform's life and tracked projects, over the admin API (client/platform_commands.py).
+for _command in (
+    platform_commands.backfill_cmd,
+    platform_commands.status_cmd,
+    platform_commands.rebuild_stale_cmd,
+    platform_commands.delete_files_cmd,
+):
+    platform.add_command(_command)
+
+# The client's commands, as the root command adds them.
+COMMANDS: tuple[click.Command, ...] = (
+    worker,
+    platform,
+    platform_commands.track_cmd,
+    request_cmd,
+    warm_cmd,
+)
