@@ -75,6 +75,9 @@ def _job_call(call, *args):  # type: ignore[no-untyped-def]
         spec.query_param("platform", spec.PLATFORM_NAME, "only this platform (404 if unknown)"),
         spec.query_param("project", {"type": "string"}, "only this project"),
         spec.query_param(
+            "kind", {"type": "string", "enum": list(protocol.JOB_KINDS)}, "only this kind of job"
+        ),
+        spec.query_param(
             "limit",
             {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
             "at most this many (larger values count as 1000)",
@@ -96,8 +99,11 @@ def list_builds() -> Response:
         fail(400, "'limit' must be a number")
     if limit < 0:
         fail(400, "'limit' must not be negative")
+    kind = request.args.get("kind")
+    if kind and kind not in protocol.JOB_KINDS:
+        fail(400, f"'kind' must be one of {', '.join(protocol.JOB_KINDS)}")
     found = jobs.list_jobs(
-        services(), state, platform, canonicalize_name(project) if project else None, limit
+        services(), state, platform, canonicalize_name(project) if project else None, limit, kind
     )
     return jsonify({"builds": found})
 
