@@ -301,11 +301,11 @@ def closure_finished(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "result": result}
 
 
-def get_resolution(services: Services, job_id: int) -> dict[str, Any]:
-    """A resolution job with its log and inputs (JobNotFound if none)."""
+def get_job_with_inputs(services: Services, job_id: int) -> dict[str, Any]:
+    """A job with its log; a resolution's with its inputs too (JobNotFound if none)."""
     job = jobs.get_job(services, job_id, with_log=True)
     if job.get("kind") != KIND:
-        raise jobs.JobNotFound(f"no resolution job {job_id}")
+        return job
     with read_connection(services.engine) as conn:
         inputs = (
             conn.execute(select(resolution_inputs).where(resolution_inputs.c.job_id == job_id))

@@ -128,7 +128,7 @@ def test_metadata_needs_the_build_setting_then_resolves_and_is_reused(farm: Farm
     builds = {j["project"] for j in farm.api("GET", "/api/builds?kind=build")["builds"]}
     assert {"rapp", "rneedy"} <= builds
     # Shown by the API with its inputs, and by the console.
-    shown = farm.api("GET", f"/api/resolutions/{job_id}")
+    shown = farm.job(job_id)
     assert shown["requirements"] == "rapp" and shown["result"]["closure"]
     with urllib.request.urlopen(f"{farm.server.url}/console/builds/{job_id}") as page:
         html = page.read().decode()

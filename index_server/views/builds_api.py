@@ -204,34 +204,19 @@ def request_resolution() -> Response:
     return jsonify({"resolution": asked.job, "reused": asked.reused})
 
 
-@bp.get("/resolutions/<int:job_id>")
+@bp.get("/builds/<int:job_id>")
 @spec.operation(
-    "getResolution",
+    "getBuild",
     "builds",
-    "A resolution job, with its inputs, closure and log",
+    "A build job, with its log (a resolution job: with its inputs and closure too)",
     "read",
     {"200": spec.ok(spec.ref("Resolution"))},
     errors=[404],
     parameters=[spec.JOB_ID],
 )
-def show_resolution(job_id: int) -> Response:
-    require_read()
-    return _job_call(resolutions.get_resolution, job_id)
-
-
-@bp.get("/builds/<int:job_id>")
-@spec.operation(
-    "getBuild",
-    "builds",
-    "A build job, with its log",
-    "read",
-    {"200": spec.ok(spec.ref("Build"))},
-    errors=[404],
-    parameters=[spec.JOB_ID],
-)
 def show_build(job_id: int) -> Response:
     require_read()
-    return _job_call(jobs.get_job, job_id)
+    return _job_call(resolutions.get_job_with_inputs, job_id)
 
 
 @bp.post("/builds/<int:job_id>/rebuild")
