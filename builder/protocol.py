@@ -34,8 +34,14 @@ ERROR_CATEGORIES = (
     "import_failed",
     "network",
     "lost_worker",
+    # resolution jobs (kind "resolve"): pip finds no set of versions; preparing an sdist's
+    # metadata failed (the summary names the project); the resolution ran out of time.
+    "does_not_resolve",
+    "metadata_build_failed",
+    "resolution_timeout",
     "other",
 )
+JOB_KINDS = ("build", "resolve")
 # Failures worth another attempt, with backoff.
 TRANSIENT_CATEGORIES = ("network", "lost_worker")
 
@@ -68,6 +74,23 @@ CLAIM: dict[str, Any] = {
         "worker": _NAME,
         "platforms": {"type": "array", "items": _NAME, "minItems": 1},
         "runner": {"type": "string", "enum": ["podman", "docker", "host"]},
+        # The kinds of job this worker takes (default: every kind).
+        "kinds": {"type": "array", "items": {"enum": list(JOB_KINDS)}, "minItems": 1},
+    },
+}
+
+# A resolution's answer: the pinned closure, as pip's report says it (one item per
+# distribution to install; ``sdist``: pip chose an sdist, so the platform has no wheel).
+CLOSURE_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "version"],
+    "additionalProperties": False,
+    "properties": {
+        "name": _NAME,
+        "version": {"type": "string", "minLength": 1, "maxLength": 100},
+        "filename": {"type": ["string", "null"], "maxLength": 300},
+        "sdist": {"type": "boolean"},
+        "direct": {"type": ["string", "null"], "maxLength": 2000},
     },
 }
 
@@ -86,7 +109,8 @@ JOB: dict[str, Any] = {
     ],
     "properties": {
         "id": {"type": "integer"},
-        "project": _NAME,
+        "kind": {"type": "string", "enum": list(JOB_KINDS)},  # absent: build
+        "project": {"type": "string", "maxLength": 200},  # "" for a resolution
         "version": _NAME,
         "platform": _NAME,
         "lease": _LEASE,
@@ -94,6 +118,12 @@ JOB: dict[str, Any] = {
         "index_path": {"type": "string"},  # /<platform>/simple/, on the server
         "attempt": {"type": "integer", "minimum": 1},
         "settings": BUILD_SETTINGS,
+        # A resolution job: the requirements and constraints files' text, and its time limit
+        # (seconds). Its ``settings`` are every project's build settings merged (constraints
+        # and OS packages; not env, which belongs to one project's build).
+        "requirements": {"type": "string"},
+        "constraints": {"type": "string"},
+        "timeout": {"type": "number", "minimum": 1},
     },
 }
 
@@ -140,6 +170,8 @@ FINISH: dict[str, Any] = {
         # False: a wheel with a platform tag and no compiled code (the C extension fell
         # back to pure Python); null: a pure wheel, or nothing was inspected.
         "compiled": {"type": ["boolean", "null"]},
+        # A resolution job's answer (kind "resolve").
+        "closure": {"type": "array", "items": CLOSURE_ITEM, "maxItems": 10_000},
     },
 }
 

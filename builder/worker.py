@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion, Version
 from builder import protocol
 from builder.build import BuildResult, BuildSettings, build_wheel
 from builder.fetch import HashMismatch, fetch_with_hash
+from builder.resolve import ResolveResult, resolve_requirements
 from builder.runners import ContainerRunner, HostRunner, Runner
 from platforms import Platform
 
@@ -60,8 +61,16 @@ class ServerClient:
             raise ServerError(f"POST {path}: HTTP {response.status_code}: {response.text.strip()}")
         return response
 
-    def claim(self, worker: str, platforms: list[str], runner: str) -> dict[str, Any] | None:
+    def claim(
+        self,
+        worker: str,
+        platforms: list[str],
+        runner: str,
+        kinds: tuple[str, ...] = protocol.JOB_KINDS,
+    ) -> dict[str, Any] | None:
         message = {"worker": worker, "platforms": platforms, "runner": runner}
+        if tuple(kinds) != protocol.JOB_KINDS:
+            message["kinds"] = list(kinds)
         response = self._post("/api/worker/claim", json=protocol.validate(message, protocol.CLAIM))
         if response.status_code == 204:
             return None
@@ -214,6 +223,7 @@ class Worker:
     tools_index_url: str = "https://pypi.org/simple/"
     tools_env: dict[str, str] = field(default_factory=dict)  # e.g. PIP_CERT, host runner only
     cgroup_parent: str | None = None  # container runners: where the build containers go
+    kinds: tuple[str, ...] = protocol.JOB_KINDS  # the kinds of job taken: build, resolve
     _host_runners: dict[str, Runner] = field(default_factory=dict)
 
     def run(self, stop: threading.Event, max_jobs: int | None = None) -> int:
@@ -232,20 +242,20 @@ class Worker:
         return done
 
     def run_one(self) -> bool:
-        job = self.client.claim(self.name, sorted(self.platforms), self.runner)
+        job = self.client.claim(self.name, sorted(self.platforms), self.runner, self.kinds)
         if job is None:
             return False
+        resolving = job.get("kind") == "resolve"
         log.info(
-            "claimed job %s: %s %s for %s",
+            "claimed job %s: %s for %s",
             job["id"],
-            job["project"],
-            job["version"],
+            "a resolution" if resolving else f"{job['project']} {job['version']}",
             job["platform"],
         )
         try:
             with Heartbeat(self.client, job) as beat:
                 try:
-                    report = self._build(job)
+                    report = self._resolve(job) if resolving else self._build(job)
                 except (LeaseLost, ServerError):
                     raise
                 except Exception as exc:  # a bug or a broken runner: the job fails, we go on
@@ -324,6 +334,74 @@ class Worker:
         for wheel in result.wheels:
             self.client.upload_wheel(job, wheel)
         return {**report, "outcome": "succeeded", "wheels": [w.name for w in result.wheels]}
+
+    def _resolve(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A resolution job: pip's resolver in the platform's build container."""
+        platform = self.platforms[job["platform"]]
+        self.client.log(
+            job, f"[worker {self.name}] attempt {job['attempt']}, runner {self.runner}, resolving\n"
+        )
+        settings = build_settings({**job["settings"], "env": {}})
+        if settings.build_constraints:
+            self.client.log(
+                job,
+                "[worker] build constraints (PIP_BUILD_CONSTRAINT):\n"
+                + settings.build_constraints
+                + ("" if settings.build_constraints.endswith("\n") else "\n"),
+            )
+        stream = LogStream(self.client, job)
+        result = self._run_resolve(platform, job, settings, stream)
+        stream.flush()
+        report: dict[str, Any] = {
+            "image_id": result.image_id or result.image or None,
+            "build_seconds": round(result.seconds, 3),
+        }
+        if not result.ok:
+            self.client.log(job, f"[worker] {result.category}: {result.summary}\n")
+            return {
+                **report,
+                "outcome": "failed",
+                "error_category": result.category or "other",
+                "error_summary": result.summary[:10_000],
+            }
+        self.client.log(job, f"[worker] {result.summary}\n")
+        return {**report, "outcome": "succeeded", "closure": result.closure}
+
+    def _run_resolve(
+        self,
+        platform: Platform,
+        job: dict[str, Any],
+        settings: BuildSettings,
+        on_output: LogStream,
+    ) -> ResolveResult:
+        common: dict[str, Any] = {
+            "settings": settings,
+            "timeout": float(job.get("timeout") or 600),
+            "ca_bundle": self.ca_bundle,
+            "on_output": on_output,
+        }
+        inputs = (job.get("requirements", ""), job.get("constraints", ""))
+        if self.runner == "host":
+            runner = self._host_runners.get(platform.name)
+            if runner is None:
+                runner = HostRunner(platform, self.tools_index_url, tools_env=self.tools_env)
+                self._host_runners[platform.name] = runner
+            return resolve_requirements(
+                platform,
+                *inputs,
+                self.client.index_url(job),
+                runner=runner,
+                image="host",
+                **common,
+            )
+        return resolve_requirements(
+            platform,
+            *inputs,
+            self.client.index_url(job),
+            engine=self.runner,
+            runner=ContainerRunner(self.runner, cgroup_parent=self.cgroup_parent),
+            **common,
+        )
 
     def _platform_image_id(self, platform: Platform, result: BuildResult) -> str | None:
         """The id of the platform's build image this build came from (its base, for a

@@ -81,6 +81,13 @@ def _worker_token(token: str | None, token_file: Path | None) -> str:
     help="Cgroup for the build containers (podman/docker --cgroup-parent); give it the "
     "lowest CPU weight so that builds yield to an index server on the same host.",
 )
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["build", "resolve"]),
+    multiple=True,
+    help="The kinds of job to take (builds, resolutions of requirements); default: both.",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -95,6 +102,7 @@ def worker(
     work_dir: Path | None,
     name: str | None,
     cgroup_parent: str | None,
+    kinds: tuple[str, ...],
 ) -> None:
     """Build wheels for the server's queue (talks to the server over HTTP only)."""
     import signal
@@ -137,6 +145,7 @@ def worker(
             poll_seconds=poll,
             tools_env=tools_env,
             cgroup_parent=cgroup_parent,
+            kinds=tuple(sorted(set(kinds))) if kinds else ("build", "resolve"),
         )
         for i in range(jobs)
     ]

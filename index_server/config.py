@@ -36,6 +36,12 @@ class Settings:
     rebuild_on_image_change: bool = False
     # Proactive builds for every project with platform wheels, not only tracked ones.
     track_built_projects: bool = False
+    # Resolution jobs (``wheelfarm warm`` of a requirements file): a stored closure is
+    # reused for this long unless a page it used changes first; a resolution's time limit;
+    # the largest requirements (plus constraints) text taken (larger: 413).
+    resolution_ttl: int = 24 * 3600
+    resolution_timeout: float = 600.0
+    max_requirements_bytes: int = 256 * 1024
     first_sight_per_hour: int = 600  # new first-sight jobs per platform (anonymous downloads)
     max_json_bytes: int = 1024 * 1024  # a JSON request body (uploads have their own limit)
     trusted_proxies: int = 0  # proxies in front that set X-Forwarded-For/-Proto (ProxyFix)
@@ -115,6 +121,9 @@ _NUMBERS = {
     "upstream_retry_after": int,
     "build_lease_seconds": int,
     "first_sight_per_hour": int,
+    "resolution_ttl": int,
+    "resolution_timeout": float,
+    "max_requirements_bytes": int,
     "max_json_bytes": int,
     "trusted_proxies": int,
     "upstream_max_file_bytes": int,

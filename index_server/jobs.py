@@ -23,10 +23,16 @@ from sqlalchemy import Connection, and_, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from builder.protocol import TRANSIENT_CATEGORIES
+from builder.protocol import JOB_KINDS, TRANSIENT_CATEGORIES
 from index_server import repository
 from index_server.db.engine import read_connection, write_transaction
-from index_server.db.schema import build_jobs, build_settings, skip_list, workers
+from index_server.db.schema import (
+    build_jobs,
+    build_settings,
+    resolution_inputs,
+    skip_list,
+    workers,
+)
 from index_server.services import Services
 
 MAX_ATTEMPTS = 3
@@ -154,9 +160,13 @@ def requeue_expired(conn: Connection, now: datetime) -> int:
 
 
 def claim(
-    services: Services, worker: str, platforms: list[str], runner: str = "podman"
+    services: Services,
+    worker: str,
+    platforms: list[str],
+    runner: str = "podman",
+    kinds: tuple[str, ...] | list[str] = JOB_KINDS,
 ) -> dict[str, Any] | None:
-    """Give the oldest ready job of these platforms to this worker, or None."""
+    """Give the oldest ready job of these platforms (and kinds) to this worker, or None."""
     now = _now()
     lease = secrets.token_urlsafe(24)
     with write_transaction(services.engine) as conn:
@@ -166,6 +176,7 @@ def claim(
             .where(
                 build_jobs.c.state == "queued",
                 build_jobs.c.platform.in_(platforms),
+                build_jobs.c.kind.in_(list(kinds)),
                 or_(build_jobs.c.not_before.is_(None), build_jobs.c.not_before <= now),
             )
             .order_by(build_jobs.c.id)
@@ -204,8 +215,24 @@ def claim(
         conn.execute(
             update(build_jobs).where(build_jobs.c.id == job_id).values(waited_seconds=waited)
         )
-        settings = project_settings(conn, row["project"])
+        extra: dict[str, Any] = {}
+        if row["kind"] == "resolve":
+            settings = merged_settings(conn)
+            inputs = (
+                conn.execute(select(resolution_inputs).where(resolution_inputs.c.job_id == job_id))
+                .mappings()
+                .one()
+            )
+            extra = {
+                "kind": "resolve",
+                "requirements": inputs["requirements"],
+                "constraints": inputs["constraints"],
+                "timeout": resolution_timeout(services, row["platform"]),
+            }
+        else:
+            settings = project_settings(conn, row["project"])
     return {
+        **extra,
         "id": row["id"],
         "project": row["project"],
         "version": row["version"],
@@ -216,6 +243,38 @@ def claim(
         "attempt": row["attempts"],
         "settings": settings,
     }
+
+
+def resolution_timeout(services: Services, platform: str) -> float:
+    """A resolution's time limit: the server's setting, stretched for an emulated platform."""
+    known = services.platforms.get(platform)
+    factor = known.slowdown if known else 1.0
+    return float(services.settings.resolution_timeout) * factor
+
+
+def merged_settings(conn: Connection) -> dict[str, Any]:
+    """Every project's build settings as one, for a resolution: pip prepares the metadata
+    of whichever sdists the closure holds, in build environments it cannot tell apart, so
+    the build constraints of all projects go in one PIP_BUILD_CONSTRAINT file and their OS
+    packages in one image. ``env`` is left out: it belongs to one project's build."""
+    constraints: list[str] = []
+    packages: set[str] = set()
+    rows = conn.execute(
+        select(build_settings.c.project, build_settings.c.settings).order_by(
+            build_settings.c.project
+        )
+    )
+    for project, text in rows:
+        settings = json.loads(text)
+        if settings.get("constraints", "").strip():
+            constraints.append(f"# {project}\n{settings['constraints'].strip()}\n")
+        packages.update(settings.get("os_packages", ()))
+    merged: dict[str, Any] = {}
+    if constraints:
+        merged["constraints"] = "".join(constraints)
+    if packages:
+        merged["os_packages"] = sorted(packages)
+    return merged
 
 
 def lease_seconds_for(services: Services, platform: str) -> int:
@@ -316,13 +375,15 @@ def finish(services: Services, job_id: int, report: dict[str, Any]) -> dict[str,
         retry = (
             not succeeded and category in TRANSIENT_CATEGORIES and job["attempts"] < MAX_ATTEMPTS
         )
-        result = {
+        result: dict[str, Any] = {
             "wheels": report.get("wheels", []),
             "shared_libraries": report.get("shared_libraries", []),
             "os_packages": report.get("os_packages", []),
             "os_packages_closure": report.get("os_packages_closure", []),
             "compiled": report.get("compiled"),
         }
+        if job["kind"] == "resolve":
+            result = {"closure": report.get("closure", [])} if succeeded else {}
         values: dict[str, Any] = {
             "lease": None,
             "image_id": report.get("image_id"),
@@ -378,8 +439,11 @@ def list_jobs(
     platform: str | None = None,
     project: str | None = None,
     limit: int = 100,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
     query = select(build_jobs).order_by(build_jobs.c.id.desc()).limit(limit)
+    if kind:
+        query = query.where(build_jobs.c.kind == kind)
     if state:
         query = query.where(build_jobs.c.state == state)
     if platform:

@@ -86,12 +86,17 @@ def _schemas() -> dict[str, Schema]:
             "os_packages": {"type": "array", "items": {"type": "string"}},
             "os_packages_closure": {"type": "array", "items": {"type": "string"}},
             "compiled": {"type": ["boolean", "null"]},
+            # a resolution's (kind "resolve")
+            "closure": {"type": "array", "items": copy.deepcopy(protocol.CLOSURE_ITEM)},
+            "pages": {"type": "object", "additionalProperties": {"type": "string"}},
+            "builds": {"type": "array", "items": ref("BuildRequestOutcome")},
         },
         required=(),
     )
     build = obj(
         {
             "id": {"type": "integer"},
+            "kind": {"type": "string", "enum": list(protocol.JOB_KINDS)},
             "project": {"type": "string"},
             "version": {"type": "string"},
             "platform": {"type": "string"},
@@ -203,6 +208,15 @@ def _schemas() -> dict[str, Schema]:
             }
         ),
         "Build": build,
+        "Resolution": {
+            **build,
+            "properties": {
+                **build["properties"],
+                "requirements": {"type": "string"},
+                "constraints": {"type": "string"},
+            },
+        },
+        "ResolutionRequest": obj({"resolution": ref("Build"), "reused": {"type": "boolean"}}),
         "BuildRequestOutcome": obj(
             {
                 "project": {"type": "string"},

@@ -200,6 +200,7 @@ def current_image(conn: Connection, platform: str) -> str | None:
 def _stale_condition(platform: str, image: str):  # type: ignore[no-untyped-def]
     return and_(
         build_jobs.c.platform == platform,
+        build_jobs.c.kind == "build",
         build_jobs.c.state == "succeeded",
         or_(build_jobs.c.platform_image_id.is_(None), build_jobs.c.platform_image_id != image),
     )

@@ -82,6 +82,7 @@ MUTATING: dict[tuple[str, str], str | Console | Public] = {
     ("POST", "/<platform>/legacy/"): "upload",
     ("POST", "/<platform>/legacy"): "upload",
     ("POST", "/api/builds"): "upload",  # an uploader may ask for wheels of what it uploads
+    ("POST", "/api/resolutions"): "upload",  # warm: resolve a requirements file
     ("POST", "/api/files/<int:file_id>/yank"): "admin",
     ("POST", "/api/files/<int:file_id>/unyank"): "admin",
     ("DELETE", "/api/files/<int:file_id>"): "admin",
@@ -317,6 +318,7 @@ def _body(audited: Audited, method: str, rule: str) -> dict[str, Any]:
         }
     bodies: dict[str, Any] = {
         "/api/builds": {"project": "audit2", "version": "1.0", "platforms": [PLATFORM]},
+        "/api/resolutions": {"platform": PLATFORM, "requirements": "audit2\n"},
         "/api/tokens": {"scope": "admin", "name": "intruder"},
         "/api/skips": {"project": "audit", "reason": "intruder"},
         "/api/build-settings/<project>": {"env": {"EVIL": "1"}},

@@ -143,7 +143,11 @@ def search_projects(
             .select_from(projects.outerjoin(files, files.c.project_id == projects.c.id))
             .group_by(projects.c.id)
         )
-        job_counts = select(build_jobs.c.project, func.count()).group_by(build_jobs.c.project)
+        job_counts = (
+            select(build_jobs.c.project, func.count())
+            .where(build_jobs.c.kind == "build")
+            .group_by(build_jobs.c.project)
+        )
         if needle:
             file_counts = file_counts.where(projects.c.name.contains(needle, autoescape=True))
             job_counts = job_counts.where(build_jobs.c.project.contains(needle, autoescape=True))
@@ -276,7 +280,10 @@ def build_page(services: Services, job_id: int) -> BuildPage:
     job = jobs.get_job(services, job_id, with_log=True)
     result = job.get("result") or {}
     with read_connection(services.engine) as conn:
-        settings = jobs.write_only(jobs.project_settings(conn, job["project"]))
+        if job.get("kind") == "resolve":
+            settings = jobs.merged_settings(conn)
+        else:
+            settings = jobs.write_only(jobs.project_settings(conn, job["project"]))
         wheels = [
             (filename, repository.find_file(conn, job["platform"], filename))
             for filename in result.get("wheels") or []

@@ -208,10 +208,25 @@ build_jobs = Table(
     # The platform's build image (wheelfarm-build/<platform>) the worker built on; wheels
     # of jobs built on another image than the platform's current one are stale.
     Column("platform_image_id", String(200)),
+    # build | resolve. A resolution job (index_server/resolutions.py) has project "" and
+    # its inputs' key as version; its inputs are in ``resolution_inputs``.
+    Column("kind", String(20), nullable=False, server_default="build"),
     UniqueConstraint("project", "version", "platform", name="uq_build_jobs_pvp"),
 )
 Index("ix_build_jobs_state_platform", build_jobs.c.state, build_jobs.c.platform)
 Index("ix_build_jobs_project", build_jobs.c.project)
+
+# What a resolution job resolves: a requirements file's text (its -r includes already
+# inlined by the caller) and its constraints, for the job's platform.
+resolution_inputs = Table(
+    "resolution_inputs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, nullable=False, unique=True),
+    Column("requirements", Text, nullable=False),
+    Column("constraints", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
 # What a project needs to build: extra constraints, environment, OS packages, a command.
 build_settings = Table(

@@ -7,7 +7,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder import protocol
-from index_server import jobs
+from index_server import jobs, resolutions
 from index_server import openapi as spec
 from index_server.jobs import STATES, write_only
 from index_server.views.common import (
@@ -75,6 +75,9 @@ def _job_call(call, *args):  # type: ignore[no-untyped-def]
         spec.query_param("platform", spec.PLATFORM_NAME, "only this platform (404 if unknown)"),
         spec.query_param("project", {"type": "string"}, "only this project"),
         spec.query_param(
+            "kind", {"type": "string", "enum": list(protocol.JOB_KINDS)}, "only this kind of job"
+        ),
+        spec.query_param(
             "limit",
             {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100},
             "at most this many (larger values count as 1000)",
@@ -96,8 +99,11 @@ def list_builds() -> Response:
         fail(400, "'limit' must be a number")
     if limit < 0:
         fail(400, "'limit' must not be negative")
+    kind = request.args.get("kind")
+    if kind and kind not in protocol.JOB_KINDS:
+        fail(400, f"'kind' must be one of {', '.join(protocol.JOB_KINDS)}")
     found = jobs.list_jobs(
-        services(), state, platform, canonicalize_name(project) if project else None, limit
+        services(), state, platform, canonicalize_name(project) if project else None, limit, kind
     )
     return jsonify({"builds": found})
 
@@ -150,19 +156,67 @@ def request_builds() -> Response:
     return jsonify({"requests": outcomes})
 
 
+@bp.post("/resolutions")
+@spec.operation(
+    "requestResolution",
+    "builds",
+    "Resolve a requirements file for a platform, on a worker of that platform",
+    "upload",
+    {"200": spec.ok(spec.ref("ResolutionRequest"))},
+    errors=[404, 413],
+    body=spec.json_body(
+        spec.obj(
+            {
+                "platform": spec.PLATFORM_NAME,
+                "requirements": {"type": "string", "minLength": 1},
+                "constraints": {"type": "string"},
+            },
+            required=("platform", "requirements"),
+        )
+    ),
+    description="Queues a resolution job (kind `resolve`; poll `GET /api/builds/{job_id}`), "
+    "or answers the stored closure of the same inputs (`reused`: true) while it is fresh. "
+    "`requirements` is a requirements file's text with its `-r` includes inlined; lines are "
+    "PEP 508 requirements, optionally with `--hash`. 400 for a line that does not parse "
+    "(named), 404 for an unknown platform, 413 past WHEELFARM_MAX_REQUIREMENTS_BYTES.",
+)
+def request_resolution() -> Response:
+    who = require("upload")
+    body = _body()
+    name = body.get("platform")
+    if not isinstance(name, str) or not name:
+        fail(400, "'platform' must be a platform's name")
+    platform = get_platform(name)
+    if platform.retired:
+        fail(400, f"retired platforms build nothing new: {platform.name}")
+    requirements, constraints = body.get("requirements"), body.get("constraints", "")
+    if not isinstance(requirements, str) or not isinstance(constraints, str):
+        fail(400, "'requirements' and 'constraints' must be strings")
+    try:
+        requirements, constraints = resolutions.check_inputs(services(), requirements, constraints)
+    except resolutions.RequirementsTooLarge as exc:
+        fail(413, str(exc))
+    except resolutions.RequirementsError as exc:
+        fail(400, str(exc))
+    asked = resolutions.request_resolution(
+        services(), platform, requirements, constraints, who.name
+    )
+    return jsonify({"resolution": asked.job, "reused": asked.reused})
+
+
 @bp.get("/builds/<int:job_id>")
 @spec.operation(
     "getBuild",
     "builds",
-    "A build job, with its log",
+    "A build job, with its log (a resolution job: with its inputs and closure too)",
     "read",
-    {"200": spec.ok(spec.ref("Build"))},
+    {"200": spec.ok(spec.ref("Resolution"))},
     errors=[404],
     parameters=[spec.JOB_ID],
 )
 def show_build(job_id: int) -> Response:
     require_read()
-    return _job_call(jobs.get_job, job_id)
+    return _job_call(resolutions.get_job_with_inputs, job_id)
 
 
 @bp.post("/builds/<int:job_id>/rebuild")

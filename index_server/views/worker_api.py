@@ -10,7 +10,7 @@ from packaging.version import Version
 from sqlalchemy import select
 
 from builder import protocol
-from index_server import admin, jobs, platform_lifecycle, repository
+from index_server import admin, jobs, platform_lifecycle, repository, resolutions
 from index_server import openapi as spec
 from index_server.auth import Identity
 from index_server.db.engine import read_connection
@@ -92,7 +92,13 @@ def claim() -> Response:
     active = [p for p in message["platforms"] if not svc.platforms[p].retired]
     if not active:
         return Response(status=204)
-    job = jobs.claim(svc, message["worker"], active, message.get("runner", "podman"))
+    job = jobs.claim(
+        svc,
+        message["worker"],
+        active,
+        message.get("runner", "podman"),
+        message.get("kinds", protocol.JOB_KINDS),
+    )
     if job is None:
         return Response(status=204)
     return jsonify(job)
@@ -282,6 +288,8 @@ def finish(job_id: int) -> Response:
         job = jobs.finish(svc, job_id, message)
     except jobs.JobError as exc:
         _job_errors(exc)
-    if job["state"] == "succeeded":
+    if job["state"] == "succeeded" and job["kind"] == resolutions.KIND:
+        job = resolutions.closure_finished(svc, job)
+    elif job["state"] == "succeeded":
         platform_lifecycle.note_image(svc, job["platform"], message.get("platform_image_id"))
     return jsonify(job)
