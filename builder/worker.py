@@ -226,6 +226,10 @@ class Worker:
     kinds: tuple[str, ...] = protocol.JOB_KINDS  # the kinds of job taken: build, resolve
     _host_runners: dict[str, Runner] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.work_dir is not None:  # a fresh --work-dir is made, not a crash per job
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+
     def run(self, stop: threading.Event, max_jobs: int | None = None) -> int:
         """Claim and build jobs until ``stop`` is set (or ``max_jobs`` are done)."""
         done = 0

@@ -102,10 +102,12 @@ def test_failures_are_categorised_and_logged(farm: Farm) -> None:
     assert "wf_broken-1.0.tar.gz" in page
 
 
-def test_system_library_is_reported_with_its_os_package(farm: Farm) -> None:
+def test_system_library_is_reported_with_its_os_package(farm: Farm, tmp_path: Path) -> None:
     farm.api("PUT", "/api/build-settings/wf-ffi", {"os_packages": ["libffi-dev"]})
     job_id = farm.request("wf-ffi")
-    worker = farm.worker("w-ffi", "--max-jobs", "1")
+    # A --work-dir that does not exist yet is made by the worker (it was a crash per job).
+    work_dir = tmp_path / "not" / "yet"
+    worker = farm.worker("w-ffi", "--max-jobs", "1", "--work-dir", str(work_dir))
     try:
         job = farm.wait(job_id, ("succeeded", "failed"))
     finally:
@@ -114,6 +116,7 @@ def test_system_library_is_reported_with_its_os_package(farm: Farm) -> None:
     assert job["state"] == "succeeded", job["log"][-3000:]
     assert any(lib.startswith("libffi.so") for lib in job["result"]["shared_libraries"])
     assert any(pkg.startswith("libffi") for pkg in job["result"]["os_packages"])
+    assert work_dir.is_dir()
 
 
 def test_killed_worker_loses_its_job_to_another(farm: Farm) -> None:
