@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from client.warm.lockfiles import read_uv_lock
+from client.warm.requirements import RequirementsFileError, read_inputs
 from platforms import load_platforms
 from tests.conftest import BIN, clean_client_env
 from tests.factory import make_wheel
@@ -429,3 +430,34 @@ def test_uv_lock_edges_extras_forks_and_groups(tmp_path: Path) -> None:
     }
     assert chosen(DEBIAN) == {**common, "numpyish": ("1.0", None)}
     assert chosen(ARM) == {**common, "numpyish": ("2.0", None), "speedup": ("0.5", None)}
+
+
+def test_requirement_files_are_read_as_pip_reads_their_includes(tmp_path: Path) -> None:
+    """The reader on its own: every include spelling, nesting, constraints, origins."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("alpha>=1 \\\n  --hash=sha256:" + "a" * 64 + "\n")
+    (tmp_path / "sub" / "c.txt").write_text("-r c2.txt\ngamma<3\n")
+    (tmp_path / "sub" / "c2.txt").write_text("delta==1\n")
+    (tmp_path / "b.txt").write_text("beta\n")
+    main = tmp_path / "main.txt"
+    main.write_text(
+        "--require-hashes\n-rsub/a.txt\n--requirement=b.txt\n-c sub/c.txt  # pins\nzeta\n"
+    )
+    extra = tmp_path / "extra-constraints.txt"
+    extra.write_text("eta!=2\n")
+    inputs = read_inputs([main], [extra])
+    assert inputs.requirements.text == (
+        "--require-hashes\nalpha>=1 \\\n  --hash=sha256:" + "a" * 64 + "\nbeta\nzeta\n"
+    )
+    assert inputs.constraints.text == "delta==1\ngamma<3\neta!=2\n"  # -r in a constraints file
+    # The server's line numbers, told back as the file and line they came from.
+    assert inputs.where("requirements line 3: bad") == f"{tmp_path / 'sub' / 'a.txt'} line 2: bad"
+    assert inputs.where("requirements line 5: bad") == f"{main} line 5: bad"
+    assert inputs.where("constraints line 2: bad") == f"{tmp_path / 'sub' / 'c.txt'} line 2: bad"
+    assert inputs.where("the requirements name no project") == "the requirements name no project"
+    (tmp_path / "url.txt").write_text("-r https://example.invalid/r.txt\n")
+    with pytest.raises(RequirementsFileError, match="only local files can be included"):
+        read_inputs([tmp_path / "url.txt"], [])
+    (tmp_path / "missing.txt").write_text("-r nowhere.txt\n")
+    with pytest.raises(RequirementsFileError, match=r"cannot read .*nowhere\.txt"):
+        read_inputs([tmp_path / "missing.txt"], [])
