@@ -88,9 +88,10 @@ def resolve_on_server(
         raise
     job, reused = asked["resolution"], bool(asked["reused"])
     if reused:
+        when = (job.get("finished_at") or "")[:19].replace("T", " ")
         click.echo(
             f"resolution job {job['id']}: the stored closure of these inputs "
-            f"(resolved {job.get('finished_at') or 'earlier'})",
+            f"(resolved {when + ' UTC' if when else 'earlier'})",
             file=out,
         )
     else:
