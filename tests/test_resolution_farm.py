@@ -5,13 +5,19 @@ The local upstream holds small test distributions: ``rapp`` (an sdist) needs ``r
 pure wheel) and ``rneedy``, an sdist whose build backend imports ``rhelper``, a build
 requirement whose newest release (2.0) is broken: its metadata can be prepared only with the
 project's build constraint ``rhelper<2``. ``rslow`` and ``rforever`` take their time.
+``rcext`` is a real C extension (setuptools) needing ``rdep`` and ``rpure`` (a pure
+setuptools sdist); its setup.py refuses to run without ``cc`` on PATH, as psycopg2's needs
+``pg_config``: its metadata can be prepared only where the compiler is.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
+from tests import builder_helpers as bh
+from tests.conftest import ADMIN_TOKEN, BIN, clean_client_env
 from tests.factory import make_sdist, make_wheel
 from tests.farm_helpers import PLATFORM, Farm, running_farm
 from tests.warm_helpers import _BACKEND
@@ -41,6 +48,21 @@ def _sdist(dists: Path, name: str, requires: list[str], build_requires: list[str
     return make_sdist(dists, name, "1.0", requires=requires, files=files)
 
 
+NEEDS_CC = """\
+import shutil, sys
+if shutil.which("cc") is None:
+    sys.exit("rcext: no C compiler (cc) on PATH")
+"""
+
+
+def _cext_sdist(dists: Path) -> Path:
+    files = bh.c_extension_files("rcext", setup_prelude=NEEDS_CC)
+    pyproject = bh.PYPROJECT.format(name="rcext", version="1.0") + (
+        'dependencies = ["rdep>=1", "rpure"]\n'
+    )
+    return bh.make_sdist(dists, "rcext", "1.0", files, pyproject=pyproject)
+
+
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     tmp = tmp_path_factory.mktemp("resolution")
@@ -59,6 +81,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         ),
         _sdist(dists, "rslow", [], [], "import time\ntime.sleep(8)\n"),
         _sdist(dists, "rforever", [], [], "import time\ntime.sleep(600)\n"),
+        _cext_sdist(dists),
+        bh.make_pure_sdist(dists, "rpure"),
     ]
     with running_farm(
         tmp, files, {}, 4, WHEELFARM_RESOLUTION_TIMEOUT=str(RESOLUTION_TIMEOUT)
@@ -190,3 +214,106 @@ def test_a_killed_worker_loses_its_resolution_to_another(farm: Farm) -> None:
     assert done["state"] == "succeeded", done["log"][-3000:]
     assert done["worker"] == "w-rescuing-resolver" and done["attempts"] == 2
     assert [p["name"] for p in done["result"]["closure"]] == ["rslow"]
+
+
+def cancel_queued_builds(farm: Farm) -> None:
+    for job in farm.api("GET", "/api/builds?kind=build&state=queued&limit=1000")["builds"]:
+        farm.api("POST", f"/api/builds/{job['id']}/cancel", {"reason": "not this test's"})
+
+
+def warm(farm: Farm, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``wheelfarm warm --wait`` of a CI job; ``path``: its PATH."""
+    env = clean_client_env(WHEELFARM_DATA_DIR=str(farm.logs / "unused"), COLUMNS="120")
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run(
+        [
+            str(BIN / "wheelfarm"),
+            "warm",
+            *args,
+            "--platform",
+            PLATFORM,
+            "--wait",
+            "--timeout",
+            "400",
+            "--poll-interval",
+            "0.5",
+            "--server",
+            farm.server.url,
+            "--token",
+            farm.server.token("upload"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+
+
+def test_warm_from_a_caller_with_no_compiler_resolves_and_builds_on_the_worker(
+    farm: Farm, tmp_path: Path
+) -> None:
+    # The caller's PATH: the wheelfarm entry point and python, nothing else.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for name in ("wheelfarm", "python"):
+        (bare / name).symlink_to(BIN / name)
+    for tool in ("cc", "gcc", "pg_config", "pip"):
+        assert shutil.which(tool, path=str(bare)) is None
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("rcext==1.0\n")
+    cancel_queued_builds(farm)  # the other tests' (rforever's takes 10 min), not this one's
+    worker = farm.worker("w-warm-nocc")  # resolutions and builds
+    try:
+        done = warm(farm, "-r", str(requirements), "--json", path=str(bare))
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    resolution = report["resolution"]
+    assert resolution["worker"] == "w-warm-nocc" and resolution["reused"] is False
+    entries = {d["project"]: d for d in report["distributions"]}
+    assert {p: (d["version"], d["status"]) for p, d in entries.items()} == {
+        "rcext": ("1.0", "built"),
+        "rpure": ("1.0", "built"),
+        "rdep": ("1.0", "has_wheel"),
+    }
+    assert entries["rcext"]["wheel"] == "rcext-1.0-cp311-cp311-linux_x86_64.whl"
+    assert entries["rcext"]["built_without_compiled_code"] is False
+    # The metadata that needs cc was prepared on the worker, in the build container.
+    log = farm.job(resolution["job_id"])["log"]
+    assert "Collecting rcext==1.0" in log and "===== resolve" in log
+    build = farm.job(entries["rcext"]["job_id"])
+    assert build["worker"] == "w-warm-nocc" and build["result"]["compiled"] is True
+
+    # Again, as a CI log shows it: the stored closure, every wheel there, nothing queued.
+    count = len(farm.api("GET", f"/api/builds?platform={PLATFORM}&limit=1000")["builds"])
+    again = warm(farm, "-r", str(requirements), path=str(bare))
+    assert again.returncode == 0, again.stdout + again.stderr
+    out = again.stdout
+    job_id = resolution["job_id"]
+    assert f"resolution job {job_id}: the stored closure of these inputs" in out
+    assert f"resolution job {job_id}: 3 distributions, the stored closure" in out
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^(r\w+) +1\.0 +(\w+)", out, re.M)}
+    assert rows == {"rcext": "has_wheel", "rpure": "has_wheel", "rdep": "has_wheel"}
+    assert len(farm.api("GET", f"/api/builds?platform={PLATFORM}&limit=1000")["builds"]) == count
+
+
+def test_warm_names_a_resolution_that_fails_and_its_log(farm: Farm, tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("rdep==9.9\n")
+    worker = farm.worker("w-warm-nores", "--kind", "resolve")
+    try:
+        done = warm(farm, "-r", str(requirements))
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    err = done.stderr
+    assert f"error: cannot resolve for {PLATFORM}:\ndoes_not_resolve: " in err, err
+    assert "rdep==9.9" in err
+    job_id = int(re.findall(r"console: \S+/console/builds/(\d+)", err)[-1])
+    assert farm.job(job_id)["kind"] == "resolve"
+    assert f"  api:     {farm.server.url}/api/builds/{job_id}" in err

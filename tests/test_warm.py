@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from client.warm.lockfiles import read_uv_lock
+from client.warm.requirements import RequirementsFileError, read_inputs
 from platforms import load_platforms
 from tests.conftest import BIN, clean_client_env
 from tests.factory import make_wheel
@@ -65,7 +66,9 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         ]
         files += [make_wheel(dists, name, version) for name, version in PURE_WHEELS]
         farm.upload(DEBIAN, files)
-        yield farm
+        # Resolutions for this machine's platform, for the whole module (no ARM resolver).
+        with farm.resolver([DEBIAN]):
+            yield farm
 
 
 def write(farm: Farm, name: str, text: str) -> Path:
@@ -95,22 +98,40 @@ def test_closure_follows_markers_of_each_platform(farm: Farm) -> None:
         "mbase": ("2.0", "queued"),  # the newest, with its own dependency
         "mleaf": ("1.0", "queued"),
         "mold": ("1.0", "queued"),  # python_version < '3.12': Python 3.11 only
+    }  # and no marm: platform_machine == 'aarch64' is false on the worker
+    assert {d["source"] for d in debian["distributions"]} == {"resolution"}
+    resolution = debian["resolution"]
+    assert resolution["reused"] is False and resolution["worker"] == "http-test-worker"
+    assert resolution["state"] == "succeeded" and resolution["distributions"] == 4
+    shown = farm.api("GET", f"/api/builds/{resolution['job_id']}")
+    assert shown["kind"] == "resolve" and shown["requirements"] == "mapp"
+    assert "===== resolve" in shown["log"] and "Collecting mbase" in shown["log"]
+    # The jobs are really on the server's queue, one per distribution.
+    queued = {
+        (j["project"], j["version"])
+        for j in farm.jobs(DEBIAN)
+        if j["project"][:1] == "m" and j["kind"] == "build"
     }
-    code, arm = warm_json(farm, "-r", str(requirements), "--platform", ARM)
-    assert code == 3, arm
-    assert statuses(arm) == {
-        "mapp": ("1.0", "queued"),
-        "mbase": ("2.0", "queued"),
-        "mleaf": ("1.0", "queued"),
-        "marm": ("1.0", "queued"),  # platform_machine == 'aarch64'
-    }
-    # The jobs are really on the server's queue, one per distribution and platform.
-    queued = {(j["project"], j["version"]) for j in farm.jobs(ARM) if j["project"][0] == "m"}
-    assert queued == {("mapp", "1.0"), ("mbase", "2.0"), ("mleaf", "1.0"), ("marm", "1.0")}
+    assert queued == {("mapp", "1.0"), ("mbase", "2.0"), ("mleaf", "1.0"), ("mold", "1.0")}
     assert debian["ok"] is False and debian["platform"] == DEBIAN
-    job = next(d for d in arm["distributions"] if d["project"] == "marm")
+    job = next(d for d in debian["distributions"] if d["project"] == "mold")
     assert job["api_url"] == f"{farm.url}/api/builds/{job['job_id']}"
     assert job["console_url"] == f"{farm.url}/console/builds/{job['job_id']}"
+
+
+def test_with_no_worker_of_the_platform_the_resolution_waits(farm: Farm) -> None:
+    requirements = write(farm, "markers-arm.txt", "mapp\n")
+    code, arm = warm_json(
+        farm, "-r", str(requirements), "--platform", ARM, "--timeout", "1", "--poll-interval", "0.2"
+    )
+    assert code == 3, arm
+    job_id = arm["resolution"]["job_id"]
+    assert arm["error"] == (
+        f"not resolved yet: resolution job {job_id} is still queued after 1 s (no worker of "
+        f"{ARM} has claimed it); console: {farm.url}/console/builds/{job_id}"
+    )
+    # Nothing was resolved on this machine: the job waits for an ARM worker, no build queued.
+    assert [(j["kind"], j["state"]) for j in farm.jobs(ARM)] == [("resolve", "queued")]
 
 
 def test_constraints_change_the_closure(farm: Farm) -> None:
@@ -147,9 +168,14 @@ def test_wait_builds_the_closure_and_a_second_run_finds_every_wheel(farm: Farm) 
         "cleaf": ["1.0", "built"],
         "cpure": ["1.0", "has_wheel"],
     }
+    assert "resolving on a worker of debian-12-py3.11-x86_64: job " in out
+    assert "resolution: succeeded" in out
+    assert re.search(r"^resolution job \d+: 4 distributions, resolved by worker http-test-worker$",
+                     out, re.MULTILINE)  # fmt: skip
     jobs_before = len(farm.jobs(DEBIAN))
     code, report = warm_json(farm, "-r", str(requirements), "--platform", DEBIAN)
     assert code == 0 and report["ok"] is True
+    assert report["resolution"]["reused"] is True  # the stored closure: no new job
     assert {s for _, s in statuses(report).values()} == {"has_wheel"}
     assert statuses(report)["capp"] == ("1.0", "has_wheel")
     wheel = next(d["wheel"] for d in report["distributions"] if d["project"] == "cmid")
@@ -203,7 +229,7 @@ def test_hashes_in_the_requirements_file_are_checked(farm: Farm) -> None:
         "hashed.txt",
         f"happ==1.0 --hash=sha256:{sha256_of(happ)}\nhdep==1.0 --hash=sha256:{sha256_of(hdep)}\n",
     )
-    code, report = warm_json(farm, "-r", str(good), "--platform", ARM)
+    code, report = warm_json(farm, "-r", str(good), "--platform", DEBIAN)
     assert code == 3, report
     assert statuses(report) == {"happ": ("1.0", "queued"), "hdep": ("1.0", "queued")}
 
@@ -212,21 +238,56 @@ def test_hashes_in_the_requirements_file_are_checked(farm: Farm) -> None:
         "bad-hash.txt",
         f"happ==1.0 --hash=sha256:{sha256_of(happ)}\nhdep==1.0 --hash=sha256:{'0' * 64}\n",
     )
-    result = farm.wheelfarm("warm", "-r", str(bad), "--platform", DEBIAN)
+    result = farm.wheelfarm("warm", "-r", str(bad), "--platform", DEBIAN, "--poll-interval", "0.2")
     assert result.returncode == 1
-    assert "cannot resolve for debian-12-py3.11-x86_64" in result.stderr
-    assert "DO NOT MATCH THE HASHES" in result.stderr
-    assert "hdep" in result.stderr
+    err = result.stderr
+    assert "error: cannot resolve for debian-12-py3.11-x86_64:\ndoes_not_resolve: " in err, err
+    assert "files do not match the hashes (hdep" in err
+    job_id = int(re.findall(r"console: \S+/console/builds/(\d+)", err)[0])
+    assert farm.api("GET", f"/api/builds/{job_id}")["error_category"] == "does_not_resolve"
+    assert f"  api:     {farm.url}/api/builds/{job_id}" in err
     # pip's --require-hashes mode: a dependency without a hash is refused too.
     partial = write(farm, "partial-hash.txt", f"happ==1.0 --hash=sha256:{sha256_of(happ)}\n")
     code, report = warm_json(farm, "-r", str(partial), "--platform", DEBIAN)
-    assert code == 1 and "In --require-hashes mode" in report["error"]
+    assert code == 1 and "In --require-hashes mode" in report["error"], report
     assert "hdep" in report["error"]
-    # Nothing was requested (pip's downloads may have queued first-sight builds).
-    requested = [
-        j for j in farm.jobs(DEBIAN) if j["project"][0] == "h" and j["source"] == "request"
-    ]
-    assert requested == []
+    assert report["resolution"]["error_category"] == "does_not_resolve"
+    assert report["resolution"]["log_tail"]
+    # A failed resolution queues no build.
+    assert not (farm.api("GET", f"/api/builds/{job_id}")["result"] or {}).get("builds")
+
+
+def test_includes_are_read_here_and_errors_name_the_file_and_line(farm: Farm) -> None:
+    (farm.workdir / "inc").mkdir()
+    write(farm, "inc/more.txt", "# more\ntone  # a comment\n-c pins.txt\n")
+    write(farm, "inc/pins.txt", "ttwo==1.0\n")
+    main = write(farm, "main.txt", "-r inc/more.txt\n")
+    code, report = warm_json(farm, "-r", str(main), "--platform", DEBIAN)
+    assert code in (0, 3), report
+    assert set(statuses(report)) == {"tone", "ttwo"}
+    shown = farm.api("GET", f"/api/builds/{report['resolution']['job_id']}")
+    assert shown["requirements"] == "# more\ntone  # a comment"  # as text, comments and all
+    assert shown["constraints"] == "ttwo==1.0"
+
+    write(farm, "inc/broken.txt", "tone\nnot ok ===\n")
+    broken = write(farm, "broken.txt", "ttwo\n-r inc/broken.txt\n")
+    result = farm.wheelfarm("warm", "-r", str(broken), "--platform", DEBIAN)
+    assert result.returncode == 1
+    assert f"{farm.workdir / 'inc' / 'broken.txt'} line 2: " in result.stderr, result.stderr
+    looping = write(farm, "loop.txt", "tone\n-r loop.txt\n")
+    result = farm.wheelfarm("warm", "-r", str(looping), "--platform", DEBIAN)
+    assert result.returncode == 1 and "includes itself" in result.stderr, result.stderr
+
+
+def test_a_requirement_nothing_satisfies_fails_with_the_jobs_category(farm: Farm) -> None:
+    requirements = write(farm, "nothing.txt", "tone==9.9\n")
+    code, report = warm_json(farm, "-r", str(requirements), "--platform", DEBIAN)
+    assert code == 1 and report["ok"] is False
+    assert report["resolution"]["error_category"] == "does_not_resolve"
+    assert report["error"].startswith(
+        "cannot resolve for debian-12-py3.11-x86_64: does_not_resolve: "
+    ), report["error"]
+    assert "tone==9.9" in report["error"]
 
 
 def _uv(farm: Farm, *args: str, cwd: Path) -> None:
@@ -369,3 +430,34 @@ def test_uv_lock_edges_extras_forks_and_groups(tmp_path: Path) -> None:
     }
     assert chosen(DEBIAN) == {**common, "numpyish": ("1.0", None)}
     assert chosen(ARM) == {**common, "numpyish": ("2.0", None), "speedup": ("0.5", None)}
+
+
+def test_requirement_files_are_read_as_pip_reads_their_includes(tmp_path: Path) -> None:
+    """The reader on its own: every include spelling, nesting, constraints, origins."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("alpha>=1 \\\n  --hash=sha256:" + "a" * 64 + "\n")
+    (tmp_path / "sub" / "c.txt").write_text("-r c2.txt\ngamma<3\n")
+    (tmp_path / "sub" / "c2.txt").write_text("delta==1\n")
+    (tmp_path / "b.txt").write_text("beta\n")
+    main = tmp_path / "main.txt"
+    main.write_text(
+        "--require-hashes\n-rsub/a.txt\n--requirement=b.txt\n-c sub/c.txt  # pins\nzeta\n"
+    )
+    extra = tmp_path / "extra-constraints.txt"
+    extra.write_text("eta!=2\n")
+    inputs = read_inputs([main], [extra])
+    assert inputs.requirements.text == (
+        "--require-hashes\nalpha>=1 \\\n  --hash=sha256:" + "a" * 64 + "\nbeta\nzeta\n"
+    )
+    assert inputs.constraints.text == "delta==1\ngamma<3\neta!=2\n"  # -r in a constraints file
+    # The server's line numbers, told back as the file and line they came from.
+    assert inputs.where("requirements line 3: bad") == f"{tmp_path / 'sub' / 'a.txt'} line 2: bad"
+    assert inputs.where("requirements line 5: bad") == f"{main} line 5: bad"
+    assert inputs.where("constraints line 2: bad") == f"{tmp_path / 'sub' / 'c.txt'} line 2: bad"
+    assert inputs.where("the requirements name no project") == "the requirements name no project"
+    (tmp_path / "url.txt").write_text("-r https://example.invalid/r.txt\n")
+    with pytest.raises(RequirementsFileError, match="only local files can be included"):
+        read_inputs([tmp_path / "url.txt"], [])
+    (tmp_path / "missing.txt").write_text("-r nowhere.txt\n")
+    with pytest.raises(RequirementsFileError, match=r"cannot read .*nowhere\.txt"):
+        read_inputs([tmp_path / "missing.txt"], [])

@@ -3,7 +3,8 @@
 * ``make_test_sdist``: an sdist (tests/factory.py) whose pyproject.toml uses a tiny in-tree
   PEP 517 backend with no build requirements, so that pip can prepare its metadata from a
   test index that has no setuptools (no network in tests).
-* ``HttpTestWorker``: a stand-in build worker, for tests only (see its docstring).
+* ``HttpTestWorker``: a worker for tests only: stand-in builds, real resolutions on this
+  machine's pip (see its docstring).
 * ``Farm``: a real server (tests/conftest.py ``start_server``) with upload/build tokens,
   twine uploads and calls of the real ``wheelfarm`` command.
 """
@@ -17,6 +18,7 @@ import os
 import pty
 import re
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -30,6 +32,8 @@ import requests
 from packaging.utils import canonicalize_name, parse_sdist_filename
 
 from builder import protocol
+from builder.runners import HostRunner
+from builder.worker import ServerClient, Worker
 from platforms import Platform, load_platforms
 from tests.conftest import ADMIN_TOKEN, BIN, LiveServer, clean_client_env, start_server, stop_server
 from tests.factory import make_sdist, make_wheel
@@ -115,17 +119,31 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+class VenvRunner(HostRunner):
+    """The host runner with this test process's venv (which has pip) as the build tools,
+    so that no tools venv is installed from an index (tests have no network)."""
+
+    def tools_venv(self) -> Path:
+        return Path(sys.prefix)
+
+
 class HttpTestWorker:
-    """A build worker for TESTS ONLY: no container, no compiler.
+    """A worker for TESTS ONLY: no container, no compiler.
 
     It speaks the real worker protocol over HTTP (claim, heartbeat, log, wheels, finish; see
-    builder/protocol.py and tests/test_jobs.py) with a build-scope token, and "builds" a job
-    by reading PKG-INFO from the job's sdist on the index and making a wheel of it with
-    tests/factory.py (``make_wheel``, tagged for the platform). Projects named in ``failing``
-    are finished as failed builds, with error_category ``compiler_error``, a log and that
-    error summary.
+    builder/protocol.py and tests/test_jobs.py) with a build-scope token, taking the job
+    ``kinds`` given.
 
-    Once ``wheelfarm worker --runner host`` exists, the lead may switch these tests to it.
+    A build job is "built" by reading PKG-INFO from the job's sdist on the index and making a
+    wheel of it with tests/factory.py (``make_wheel``, tagged for the platform). Projects
+    named in ``failing`` are finished as failed builds, with error_category
+    ``compiler_error``, a log and that error summary.
+
+    A resolution job is run for real, by the worker's own code (builder.worker.Worker's
+    ``_resolve``: builder/resolve.py's pip command, log streaming, failure categories) with
+    the host runner, whose tools are this venv: pip on this machine, which is the platform
+    (debian-12-py3.11-x86_64; the host runner refuses any other), against the platform's
+    index. Only the container around it is missing; tests/test_resolution_farm.py has it.
     """
 
     def __init__(
@@ -135,17 +153,21 @@ class HttpTestWorker:
         platforms: Iterable[str],
         workdir: Path,
         failing: Mapping[str, str] | None = None,
+        kinds: Iterable[str] = protocol.JOB_KINDS,
     ) -> None:
         self.server = server_url.rstrip("/")
         self.token = token
         self.platforms = list(platforms)
         self.workdir = workdir
         self.failing = {canonicalize_name(k): v for k, v in (failing or {}).items()}
+        self.kinds = list(kinds)
         self.known: dict[str, Platform] = load_platforms()
         self.session = requests.Session()
         self.session.headers.update(_auth(token))
         self.handled: list[tuple[str, str, str, str]] = []  # project, version, platform, outcome
+        self.resolved: list[tuple[int, str, str]] = []  # job id, platform, outcome
         self.errors: list[BaseException] = []
+        self._resolver: Worker | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="http-test-worker", daemon=True)
 
@@ -178,11 +200,19 @@ class HttpTestWorker:
         """Claim and finish one job; False if there was none."""
         response = self._post(
             "/api/worker/claim",
-            json={"worker": "http-test-worker", "platforms": self.platforms, "runner": "host"},
+            json={
+                "worker": "http-test-worker",
+                "platforms": self.platforms,
+                "runner": "host",
+                "kinds": self.kinds,
+            },
         )
         if response.status_code == 204:
             return False
         job = protocol.validate(response.json(), protocol.JOB)
+        if job.get("kind") == "resolve":
+            self._resolve(job)
+            return True
         jid, lease = job["id"], job["lease"]
         self._post(f"/api/worker/jobs/{jid}/heartbeat", json={"lease": lease})
 
@@ -226,6 +256,25 @@ class HttpTestWorker:
         )
         self.handled.append((job["project"], job["version"], job["platform"], "succeeded"))
         return True
+
+    def _resolve(self, job: dict[str, Any]) -> None:
+        """As ``wheelfarm worker --runner host`` resolves (builder/worker.py), on this venv."""
+        if self._resolver is None:
+            scratch = self.workdir / "resolver"
+            self._resolver = Worker(
+                ServerClient(self.server, self.token),
+                {name: self.known[name] for name in self.platforms},
+                runner="host",
+                name="http-test-worker",
+                work_dir=scratch,
+            )
+            for name in self.platforms:
+                self._resolver._host_runners[name] = VenvRunner(
+                    self.known[name], tools_index_url="", work_dir=scratch
+                )
+        report = self._resolver._resolve(job)
+        final = self._resolver.client.finish(job, report)
+        self.resolved.append((job["id"], job["platform"], final["state"]))
 
     def _build(self, job: dict[str, Any]) -> Path:
         page_url = f"{self.server}{job['index_path']}{job['project']}/"
@@ -323,11 +372,12 @@ class Farm:
         failing: Mapping[str, str] | None = None,
         tty: bool = False,
     ) -> tuple[subprocess.CompletedProcess[str], HttpTestWorker]:
-        """Run ``wheelfarm warm ... --wait``; start the test worker once it waits for builds.
+        """Run ``wheelfarm warm ... --wait``; start a test build worker once it waits for
+        builds (resolutions are another worker's: ``resolver``).
 
-        (Started earlier, the worker would build the first-sight jobs that pip's downloads
-        of sdists queue while warm resolves, and warm would find wheels everywhere.) With
-        ``tty``, warm's stdout is a pseudo-terminal, as in an interactive shell.
+        (Started earlier, the worker would build the jobs the resolution queues while warm
+        still polls it, and warm would find wheels everywhere.) With ``tty``, warm's stdout
+        is a pseudo-terminal, as in an interactive shell.
         """
         command = [
             str(BIN / "wheelfarm"),
@@ -351,13 +401,13 @@ class Farm:
         )
         os.close(writer)
         output = b""
-        # The first progress line or bar: the builds are queued and warm waits for them.
-        while not re.search(rb"^\[|building ", output, re.MULTILINE):
+        # The first progress line or bar of the builds: they are queued and warm waits.
+        while not re.search(rb"^\[[ \d.]+s\] (job |queued )|building ", output, re.MULTILINE):
             chunk = _read(reader)
             if not chunk:
                 break
             output += chunk
-        with self.worker(platforms, failing) as worker:
+        with self.worker(platforms, failing, kinds=("build",)) as worker:
             while chunk := _read(reader):
                 output += chunk
             process.wait(120)
@@ -370,11 +420,18 @@ class Farm:
         ), worker
 
     def worker(
-        self, platforms: Iterable[str], failing: Mapping[str, str] | None = None
+        self,
+        platforms: Iterable[str],
+        failing: Mapping[str, str] | None = None,
+        kinds: Iterable[str] = protocol.JOB_KINDS,
     ) -> HttpTestWorker:
         return HttpTestWorker(
-            self.url, self.build_token, platforms, self.workdir / "worker", failing
+            self.url, self.build_token, platforms, self.workdir / "worker", failing, kinds
         )
+
+    def resolver(self, platforms: Iterable[str]) -> HttpTestWorker:
+        """A test worker taking resolution jobs only (real ones, on this machine's pip)."""
+        return self.worker(platforms, kinds=("resolve",))
 
 
 def _read(fd: int) -> bytes:

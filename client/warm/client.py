@@ -1,10 +1,9 @@
-"""A small client for the wheelfarm server: platforms, index pages and the builds API."""
+"""A small client for the wheelfarm server: platforms, index pages, builds and resolutions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from packaging.utils import canonicalize_name
@@ -22,6 +21,7 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
+        self.message = message
 
 
 @dataclass
@@ -38,15 +38,6 @@ class WheelfarmClient:
             self.session.headers["Authorization"] = f"Bearer {self.token}"
 
     # URLs ---------------------------------------------------------------------------------
-    def index_url(self, platform: str, with_token: bool = False) -> str:
-        """The platform's Simple index; with the token as basic-auth password, for pip."""
-        url = f"{self.server}/{platform}/simple/"
-        if not (with_token and self.token):
-            return url
-        parts = urlsplit(url)
-        netloc = f"__token__:{quote(self.token, safe='')}@{parts.netloc}"
-        return urlunsplit(parts._replace(netloc=netloc))
-
     def console_url(self, job_id: int) -> str:
         return f"{self.server}/console/builds/{job_id}"
 
@@ -90,8 +81,13 @@ class WheelfarmClient:
         body = {"project": project, "version": version, "platforms": platforms}
         return self._json("POST", "/api/builds", json=body)["requests"]  # type: ignore[no-any-return]
 
+    def request_resolution(self, platform: str, requirements: str, constraints: str) -> Any:
+        """``{"resolution": job, "reused": bool}``: a queued job, or the stored closure."""
+        body = {"platform": platform, "requirements": requirements, "constraints": constraints}
+        return self._json("POST", "/api/resolutions", json=body)
+
     def build(self, job_id: int) -> dict[str, Any]:
-        """One build job, with its log."""
+        """One job (a build or a resolution), with its log."""
         return self._json("GET", f"/api/builds/{job_id}")  # type: ignore[no-any-return]
 
     def builds(self, platform: str, limit: int = 1000) -> list[dict[str, Any]]:

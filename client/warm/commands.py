@@ -19,8 +19,15 @@ from client.warm.client import ApiError, WheelfarmClient
 from client.warm.environment import marker_environment
 from client.warm.lockfiles import LockFileError, lock_kind, merge, read_lock
 from client.warm.pages import matching_versions, page_files, wheels_for
+from client.warm.pins import Pinned
 from client.warm.report import Item
-from client.warm.resolve import Pinned, ResolutionError, resolve_with_pip
+from client.warm.requirements import RequirementsFileError, read_inputs
+from client.warm.resolution import (
+    Resolution,
+    ResolutionError,
+    ResolutionUnfinished,
+    resolve_on_server,
+)
 from platforms import Platform
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,7 +191,8 @@ def _request(
     multiple=True,
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="requirements.txt (resolved with pip), pylock.toml or uv.lock; repeatable.",
+    help="requirements.txt (resolved by a worker of the platform), pylock.toml or uv.lock; "
+    "repeatable.",
 )
 @click.option(
     "-c",
@@ -192,12 +200,16 @@ def _request(
     "constraints",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Constraints file for pip's resolution; repeatable.",
+    help="Constraints file for the requirement files' resolution; repeatable.",
 )
 @click.option("--platform", "platform_name", required=True, help="The platform to warm.")
 @click.option("--wait", is_flag=True, help="Wait for the builds to finish.")
 @click.option(
-    "--timeout", type=float, default=3600.0, show_default=True, help="Seconds --wait waits."
+    "--timeout",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Seconds to wait for the resolution, and with --wait for the builds too.",
 )
 @click.option(
     "--poll-interval", type=float, default=2.0, show_default=True, help="Seconds between polls."
@@ -217,20 +229,32 @@ def warm_cmd(
 ) -> None:
     """Make sure every distribution the requirements install on a platform has a wheel.
 
-    Resolves the full closure for the platform (requirement files with pip's resolver,
-    markers evaluated for the platform; lock files by their markers), queues a build of
-    every distribution without a wheel for the platform, optionally waits, and ends with a
-    summary. Exit status: 0 if every needed wheel exists, 1 if something failed or does not
-    resolve, 3 if builds are still queued or running (no --wait, or the timeout passed).
+    Requirement files (their -r/-c includes read here, hashes kept) go to the server as
+    text: a worker of the platform resolves them in the platform's build container, with the
+    projects' build settings, and the server keeps the closure for the same inputs. This
+    machine resolves nothing and builds nothing (no pip, no compiler). Lock files
+    (pylock.toml, uv.lock) are read here, by the platform's markers. Then a build of every
+    distribution without a wheel for the platform is queued; with --wait, warm waits for
+    them. Exit status: 0 if every needed wheel exists, 1 if something failed or does not
+    resolve, 3 if the resolution or builds are still queued or running (no --wait, or the
+    timeout passed).
     """
     out = sys.stderr if as_json else sys.stdout
     client = WheelfarmClient(server, token)
     inputs = [str(p) for p in requirements]
+    started = time.monotonic()
+    resolution: Resolution | None = None
     try:
         platform = _platforms(client, [platform_name])[0]
-        pinned = _closure(client, platform, requirements, constraints)
-    except (ResolutionError, LockFileError) as exc:
+        pinned, resolution = _closure(
+            client, platform, requirements, constraints, timeout, poll_interval, out
+        )
+    except (RequirementsFileError, LockFileError) as exc:
+        _fail(as_json, client, platform_name, inputs, "cannot read the inputs", exc)
+    except ResolutionError as exc:
         _fail(as_json, client, platform_name, inputs, f"cannot resolve for {platform_name}", exc)
+    except ResolutionUnfinished as exc:
+        _fail(as_json, client, platform_name, inputs, "not resolved yet", exc, report.EXIT_PENDING)
     except ApiError as exc:
         _fail(as_json, client, platform_name, inputs, "server error", exc)
     try:
@@ -240,15 +264,47 @@ def warm_cmd(
         # A job may have finished between the page check and the request.
         _find_wheels(client, platform, [i for i in items if i.state == "succeeded"])
         if wait:
-            _wait(client, platform, items, timeout, poll_interval, out)
+            left = max(0.0, timeout - (time.monotonic() - started))
+            _wait(client, platform, items, left, poll_interval, out)
         _details(client, items)
     except ApiError as exc:
         _fail(as_json, client, platform_name, inputs, "server error", exc)
     if as_json:
-        click.echo(json.dumps(report.json_report(items, platform.name, client, inputs), indent=2))
+        body = report.json_report(items, platform.name, client, inputs)
+        body["resolution"] = _resolution_json(client, resolution)
+        click.echo(json.dumps(body, indent=2))
     else:
+        if resolution is not None:
+            click.echo("\n" + _resolution_line(resolution))
         click.echo("\n" + report.summary(items, platform.name, client, waited=wait))
     sys.exit(report.exit_code(items))
+
+
+def _resolution_json(
+    client: WheelfarmClient, resolution: Resolution | None
+) -> dict[str, Any] | None:
+    if resolution is None:
+        return None
+    job = resolution.job
+    return {
+        "job_id": job["id"],
+        "reused": resolution.reused,
+        "state": job["state"],
+        "worker": job.get("worker"),
+        "distributions": len(resolution.pins),
+        "console_url": client.console_url(job["id"]),
+        "api_url": client.api_url(job["id"]),
+    }
+
+
+def _resolution_line(resolution: Resolution) -> str:
+    job = resolution.job
+    how = (
+        "the stored closure of these inputs"
+        if resolution.reused
+        else f"resolved by worker {job.get('worker') or '?'}"
+    )
+    return f"resolution job {job['id']}: {len(resolution.pins)} distributions, {how}"
 
 
 def _fail(
@@ -258,21 +314,33 @@ def _fail(
     inputs: list[str],
     what: str,
     exc: Exception,
+    code: int = report.EXIT_FAILED,
 ) -> NoReturn:
     if as_json:
-        body = {
+        body: dict[str, Any] = {
             "server": client.server,
             "platform": platform,
             "inputs": inputs,
             "ok": False,
-            "exit_code": report.EXIT_FAILED,
+            "exit_code": code,
             "error": f"{what}: {exc}",
             "distributions": [],
         }
+        job = getattr(exc, "job", None)
+        if job is not None:
+            body["resolution"] = {
+                "job_id": job["id"],
+                "state": job["state"],
+                "error_category": job.get("error_category"),
+                "error_summary": job.get("error_summary"),
+                "log_tail": report.log_tail(job.get("log")),
+                "console_url": client.console_url(job["id"]),
+                "api_url": client.api_url(job["id"]),
+            }
         click.echo(json.dumps(body, indent=2))
     else:
         click.echo(f"error: {what}:\n{exc}", err=True)
-    sys.exit(report.EXIT_FAILED)
+    sys.exit(code)
 
 
 def _closure(
@@ -280,16 +348,25 @@ def _closure(
     platform: Platform,
     requirements: Sequence[Path],
     constraints: Sequence[Path],
-) -> list[Pinned]:
+    timeout: float,
+    poll_interval: float,
+    out: Any,
+) -> tuple[list[Pinned], Resolution | None]:
+    """The pins of the lock files (read here) and of the requirement files (resolved by a
+    worker of the platform), merged."""
     locks = [p for p in requirements if lock_kind(p)]
     plain = [p for p in requirements if not lock_kind(p)]
     groups = [read_lock(p, platform) for p in locks]
+    resolution = None
     if plain:
-        index = client.index_url(platform.name, with_token=True)
-        groups.append(resolve_with_pip(platform, index, plain, constraints))
+        inputs = read_inputs(plain, list(constraints))
+        resolution = resolve_on_server(
+            client, platform.name, inputs, timeout=timeout, poll_interval=poll_interval, out=out
+        )
+        groups.append(resolution.pins)
     elif constraints:
         raise LockFileError("constraints apply to requirement files, and none was given")
-    return merge(groups)
+    return merge(groups), resolution
 
 
 def _find_wheels(

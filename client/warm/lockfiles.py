@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from client.warm.environment import marker_environment
-from client.warm.resolve import Pinned
+from client.warm.pins import Pinned
 from platforms import Platform
 
 
