@@ -12,6 +12,7 @@ Reading the log: :class:`EventFilter` is what the API (``GET /api/events``), the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -67,10 +68,14 @@ class EventFilter:
     until: datetime | None = None  # at or before
 
 
+# "+02:00" in a query string someone typed unencoded arrives as " 02:00".
+_SPACED_OFFSET = re.compile(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
+
+
 def parse_time(value: str, key: str) -> datetime:
     """An ISO 8601 time (a date alone is its midnight), in UTC; naive times are UTC."""
     try:
-        moment = datetime.fromisoformat(value.strip())
+        moment = datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", value.strip()))
     except ValueError:
         raise BadFilter(f"'{key}' must be an ISO 8601 time") from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
