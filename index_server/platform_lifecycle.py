@@ -288,7 +288,7 @@ def delete_platform_files(services: Services, platform: str, actor: str) -> list
         )
     with read_connection(services.engine) as conn:
         ids = [r[0] for r in conn.execute(select(files.c.id).where(files.c.platform == platform))]
-    deleted = [admin.delete_file(services, i, actor, record=False).filename for i in ids]
+    deleted = [admin.delete_file(services, i, actor, audited=False).filename for i in ids]
     with write_transaction(services.engine) as conn:
         detail = f"{platform}: {len(deleted)} files {_listed(deleted)}"
         repository.record_event(conn, actor, "platform delete files", None, None, detail)
