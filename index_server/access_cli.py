@@ -64,6 +64,7 @@ def owner_remove(ctx: click.Context, project: str, name: str) -> None:
 @click.command()
 @click.option("--action", default=None, help="An action, or a prefix ending in '*'.")
 @click.option("--project", default=None)
+@click.option("--actor", default=None, help="Who did it (a token's name, as token:NAME).")
 @click.option("--owner", "owner_name", default=None)
 @click.option("--token-id", type=int, default=None)
 @click.option("--since", default=None, help="An ISO 8601 time: events at or after it.")
@@ -75,6 +76,7 @@ def audit(
     ctx: click.Context,
     action: str | None,
     project: str | None,
+    actor: str | None,
     owner_name: str | None,
     token_id: int | None,
     since: str | None,
@@ -91,6 +93,7 @@ def audit(
         where = audit_log.EventFilter(
             action=action,
             project=canonicalize_name(project) if project else None,
+            actor=actor,
             owner=owner_name,
             token_id=token_id,
             before=before,

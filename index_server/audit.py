@@ -94,6 +94,10 @@ def _number(args: Mapping[str, str], key: str) -> int | None:
     return number
 
 
+# The query-string keys of a filter (``before`` pages; ``limit`` is the API's page size).
+FILTER_KEYS = ("action", "project", "actor", "owner", "token_id", "since", "until")
+
+
 def filter_from_args(args: Mapping[str, str]) -> EventFilter:
     """The filter a query string asks for; empty values are no filter."""
 

@@ -271,6 +271,12 @@ def test_the_audit_page_filters_and_pages_like_the_api(
     assert page1 + page2 == [e["id"] for e in api_skipper]
     assert all(e["token_id"] == skipper_id and e["address"] == "203.0.113.9" for e in api_skipper)
 
+    # Only filters go into the paging link: no url_for options from the query string.
+    soup = soup_of(admin, "/console/audit?actor=token:skipper&_external=1&_scheme=javascript")
+    older = soup.find(id="older")
+    assert isinstance(older, Tag)
+    assert str(older["href"]).startswith("/console/audit?") and "javascript" not in str(older)
+
     # By token id, by action (exact and a prefix), by project.
     by_token = event_ids(soup_of(admin, f"/console/audit?token_id={skipper_id}&before=999999"))
     assert by_token == page1
@@ -360,5 +366,12 @@ def test_the_api_and_cli_until_filter(
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert len(lines) == 1 and lines[0].split()[0] == str(oldest["id"])
+    result = runner.invoke(
+        main, ["audit", "--actor", "token:alice-admin", "--action", "skip"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) == 30 and "token:alice-admin" in result.output
+    result = runner.invoke(main, ["audit", "--actor", "nobody"], env=env)
+    assert result.exit_code == 0 and result.output == ""
     result = runner.invoke(main, ["audit", "--until", "soon"], env=env)
     assert result.exit_code == 1 and "--until" in result.output and "ISO 8601" in result.output

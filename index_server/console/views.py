@@ -162,7 +162,7 @@ def audit_log() -> str | BaseResponse:
     except audit.BadFilter as exc:
         abort(400, str(exc))
     page = queries.audit_page(services(), where)
-    kept = {k: v for k, v in request.args.items() if v and k != "before"}
+    kept = {k: request.args[k] for k in audit.FILTER_KEYS if request.args.get(k)}
     return render_template("console_audit.html", page=page, filters=kept)
 
 
