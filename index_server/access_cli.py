@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import click
 from packaging.utils import canonicalize_name
 
@@ -66,9 +64,11 @@ def owner_remove(ctx: click.Context, project: str, name: str) -> None:
 @click.command()
 @click.option("--action", default=None, help="An action, or a prefix ending in '*'.")
 @click.option("--project", default=None)
+@click.option("--actor", default=None, help="Who did it (a token's name, as token:NAME).")
 @click.option("--owner", "owner_name", default=None)
 @click.option("--token-id", type=int, default=None)
-@click.option("--since", default=None, help="An ISO 8601 time.")
+@click.option("--since", default=None, help="An ISO 8601 time: events at or after it.")
+@click.option("--until", default=None, help="An ISO 8601 time: events at or before it.")
 @click.option("--before", type=int, default=None, help="Only events older than this id.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.pass_context
@@ -76,31 +76,32 @@ def audit(
     ctx: click.Context,
     action: str | None,
     project: str | None,
+    actor: str | None,
     owner_name: str | None,
     token_id: int | None,
     since: str | None,
+    until: str | None,
     before: int | None,
     limit: int,
 ) -> None:
     """The audit log, newest first: every write, who made it, from where."""
+    from index_server import audit as audit_log
     from index_server import repository
     from index_server.db.engine import read_connection
 
-    moment = None
-    if since:
-        try:
-            moment = datetime.fromisoformat(since)
-        except ValueError:
-            raise click.ClickException("--since must be an ISO 8601 time") from None
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    where = repository.EventFilter(
-        action=action,
-        project=canonicalize_name(project) if project else None,
-        owner=owner_name,
-        token_id=token_id,
-        before=before,
-        since=moment,
-    )
+    try:
+        where = audit_log.EventFilter(
+            action=action,
+            project=canonicalize_name(project) if project else None,
+            actor=actor,
+            owner=owner_name,
+            token_id=token_id,
+            before=before,
+            since=audit_log.parse_time(since, "--since") if since else None,
+            until=audit_log.parse_time(until, "--until") if until else None,
+        )
+    except audit_log.BadFilter as exc:
+        raise click.ClickException(str(exc)) from None
     with read_connection(_services(ctx).engine) as conn:
         events = repository.list_events(conn, limit, where)
     for e in events:

@@ -90,7 +90,7 @@ def _refuse_cross_site() -> None:
 def _private(response: Response) -> None:
     cache = response.headers.get("Cache-Control", "")
     parts = [p.strip() for p in cache.split(",") if p.strip() and p.strip() != "public"]
-    if not any(p in ("private", "no-store") for p in parts):
+    if "private" not in parts:  # also beside no-store: a cache that ignores one sees the other
         parts.insert(0, "private")
     response.headers["Cache-Control"] = ", ".join(parts)
     response.vary.add("Authorization")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from index_server import audit
+from index_server.audit import EventFilter
 from index_server.db.schema import (
     ALL_PLATFORMS,
     audit_events,
@@ -359,17 +360,6 @@ def record_event(
     )
 
 
-@dataclass(frozen=True)
-class EventFilter:
-    action: str | None = None  # exact, or a prefix ending in "*"
-    project: str | None = None
-    actor: str | None = None
-    owner: str | None = None
-    token_id: int | None = None
-    before: int | None = None  # paging: events with a smaller id
-    since: datetime | None = None
-
-
 def list_events(
     conn: Connection, limit: int = 100, where: EventFilter | None = None
 ) -> list[dict[str, object]]:
@@ -393,5 +383,16 @@ def list_events(
         query = query.where(audit_events.c.id < f.before)
     if f.since is not None:
         query = query.where(audit_events.c.at >= f.since)
+    if f.until is not None:
+        query = query.where(audit_events.c.at <= f.until)
     rows = conn.execute(query).mappings()
     return [{**r, "at": r["at"].replace(tzinfo=r["at"].tzinfo or UTC).isoformat()} for r in rows]
+
+
+def events_page(
+    conn: Connection, limit: int, where: EventFilter
+) -> tuple[list[dict[str, object]], int | None]:
+    """A page of :func:`list_events` and the ``before`` of the next (None on the last)."""
+    found = list_events(conn, limit + 1, where)
+    following = found[limit - 1]["id"] if len(found) > limit else None
+    return found[:limit], following  # type: ignore[return-value]

@@ -1,6 +1,7 @@
 """The console in a real headless Chromium (Debian's chromium + chromium-driver, Selenium)
 against a live server: browse, read a failed build's log, log in, rebuild, and watch the
-live log grow while a worker builds."""
+live log grow while a worker builds; an admin changes a project's owners and reads the
+audit log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -22,6 +24,8 @@ from index_server.config import Settings
 from index_server.services import build_services
 from tests.conftest import ADMIN_TOKEN, LiveServer, start_server, stop_server
 from tests.console_helpers import FAILURE, PLATFORM, LiveHttp, populate
+from tests.factory import make_wheel
+from tests.http_helpers import sha256_of
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -161,3 +165,81 @@ def test_browse_read_a_failed_log_log_in_rebuild_and_watch_it_live(
     assert browser.find_element(By.ID, "worker").text == "worker-2"
     shoot(browser, tmp_path / "build.png")
     services.engine.dispose()
+
+
+def test_an_admin_manages_owners_and_reads_the_audit_log(
+    server: LiveServer, browser: WebDriver, tmp_path: Path
+) -> None:
+    services = build_services(
+        Settings.from_env({}, data_dir=server.data_dir, admin_token=ADMIN_TOKEN, upstream_urls=()),
+        migrate=False,
+    )
+    upload = create_token(services.engine, "team-a-ci", "upload", owner="team-a")[1]
+    admin_id, admin = create_token(services.engine, "alice", "admin", owner="ops")
+    services.engine.dispose()
+    wheel = make_wheel(tmp_path, "owned-pkg", "1.0")
+    with wheel.open("rb") as fh:
+        response = requests.post(
+            f"{server.url}/{PLATFORM}/legacy/",
+            data={":action": "file_upload", "sha256_digest": sha256_of(wheel)},
+            files={"content": (wheel.name, fh)},
+            auth=("__token__", upload),
+            timeout=30,
+        )
+    assert response.status_code == 201, response.text
+
+    # Anonymous: the owners are shown, no forms, no audit link.
+    browser.get(f"{server.url}/console/projects/owned-pkg")
+    owners = browser.find_element(By.ID, "owners")
+    assert "team-a" in owners.text
+    assert not browser.find_elements(By.ID, "add-owner")
+    assert not browser.find_elements(By.ID, "nav-audit")
+
+    # Log in as an admin (back to the project page); add an owner, then remove the first.
+    browser.find_element(By.ID, "login-link").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "token")))
+    browser.find_element(By.ID, "token").send_keys(admin)
+    browser.find_element(By.ID, "login-submit").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "add-owner")))
+    assert browser.current_url == f"{server.url}/console/projects/owned-pkg"
+    browser.find_element(By.ID, "owner-name").send_keys("team-b")
+    browser.find_element(By.ID, "add-owner-submit").click()
+    wait(browser).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, 'tr[data-owner="team-b"]'))
+    )
+    assert (
+        "team-b is now an owner of owned-pkg."
+        in browser.find_element(By.CSS_SELECTOR, ".flash").text
+    )
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-owner="team-a"] .remove-owner').click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "no longer"))
+    listed = [
+        r.get_attribute("data-owner")
+        for r in browser.find_elements(By.CSS_SELECTOR, "#owner-list tr[data-owner]")
+    ]
+    assert listed == ["team-b"]
+    shoot(browser, tmp_path / "owners.png")
+
+    # The audit log from the nav: newest first, the owner changes by alice from this browser.
+    browser.find_element(By.ID, "nav-audit").click()
+    wait(browser).until(ec.title_is("Audit log · wheelfarm"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    actions = [r.get_attribute("data-action") for r in rows]
+    assert actions[:3] == ["owner remove", "owner add", "console login"]
+    assert "add (upload)" in actions and actions.count("owner add") == 2  # + the first upload's
+    newest = rows[0].text
+    assert "owned-pkg" in newest and "token:alice" in newest and "127.0.0.1" in newest
+    assert str(admin_id) in newest and "ops" in newest
+    # Filter by an action prefix and the project, with the form.
+    browser.find_element(By.NAME, "action").send_keys("owner*")
+    browser.find_element(By.NAME, "project").send_keys("Owned_Pkg")
+    browser.find_element(By.ID, "audit-filter").click()
+    wait(browser).until(ec.url_contains("action=owner"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    assert [r.get_attribute("data-action") for r in rows] == [
+        "owner remove",
+        "owner add",
+        "owner add",
+    ]
+    assert "team-a (first upload)" in rows[2].text
+    shoot(browser, tmp_path / "audit.png")

@@ -109,6 +109,8 @@ MUTATING: dict[tuple[str, str], str | Console | Public] = {
     ("POST", "/console/builds/<int:job_id>/rebuild"): Console(),
     ("POST", "/console/builds/<int:job_id>/cancel"): Console(),
     ("POST", "/console/builds/<int:job_id>/skip"): Console(),
+    ("POST", "/console/projects/<name>/owners"): Console(),
+    ("POST", "/console/projects/<name>/owners/remove"): Console(),
     ("POST", "/console/login"): Public(
         "the login form is where a token is presented; CSRF-protected, refuses bad tokens"
     ),
@@ -118,7 +120,8 @@ MUTATING: dict[tuple[str, str], str | Console | Public] = {
 }
 
 # Every GET route with read protection on: "read" or "admin" (token), "console" (session:
-# HTML pages redirect to the login form, the log's JSON is a 401), or public.
+# HTML pages redirect to the login form, the log's JSON is a 401), "console admin" (an admin
+# session; any other session is a 403, also with reading open), or public.
 READS: dict[str, str | Public] = {
     "/": "read",
     "/api/platforms": "read",
@@ -147,6 +150,7 @@ READS: dict[str, str | Public] = {
     "/console/builds": "console",
     "/console/builds/<int:job_id>": "console",
     "/console/builds/<int:job_id>/log.json": "console",
+    "/console/audit": "console admin",
     # The allow-list: keep it small.
     "/health": Public("liveness probe for load balancers; answers only {'status': 'ok'}"),
     "/console/login": Public("the form where a token is presented; shows no index data"),
@@ -432,14 +436,15 @@ def test_console_actions_need_an_admin_session_and_the_csrf_token(protected: Aud
         for method, rule in routes(app)
         if isinstance(MUTATING.get((method, rule.rule)), Console)
     ]
-    assert {r.rule.rsplit("/", 1)[-1] for _m, r in actions} == {"rebuild", "cancel", "skip"}
+    assert {r.rule.split("/")[4] for _m, r in actions} == {"rebuild", "cancel", "skip", "owners"}
+    assert len(actions) == 5
 
     def kept(audited: Audited) -> dict[str, Any]:
         tables = snapshot(audited)["tables"]  # (logins add events: the rest must stay)
         return {name: rows for name, rows in tables.items() if name != "audit_events"}
 
     before = kept(protected)
-    form = {"reason": "intruder"}
+    form = {"reason": "intruder", "owner": "intruder"}
     for method, rule in actions:
         url = protected.url(rule)
         # no session, no CSRF token; not even an admin token in a header helps
@@ -533,6 +538,11 @@ def test_read_protection_covers_every_route_but_the_allow_list(protected: Audite
         if isinstance(policy, Public):
             assert anonymous.status_code in (200, 404), (url, anonymous.status_code)
             continue
+        if policy == "console admin":
+            assert anonymous.status_code == 302, url
+            assert anonymous.headers["Location"].startswith("/console/login?next="), url
+            assert reader.get(url).status_code == 403, url
+            continue
         if policy == "console":
             if url.endswith("/log.json"):
                 assert anonymous.status_code == 401, url
@@ -554,6 +564,30 @@ def test_read_protection_covers_every_route_but_the_allow_list(protected: Audite
             else:
                 assert response.status_code == 403, (url, scope)
     assert checked >= 28
+
+
+def test_console_admin_pages_need_an_admin_session(audited: Audited) -> None:
+    """With reading open or protected: no session is sent to the login form, a session of
+    any other scope is a 403 (and sees no data), an admin's session reads the page."""
+    pages = [rule for rule, needs in READS.items() if needs == "console admin"]
+    assert pages == ["/console/audit"]
+    for url in pages:
+        anonymous = audited.app.test_client()
+        for headers in ({}, bearer(audited.tokens["admin"]), basic_auth(ADMIN_TOKEN)):
+            response = anonymous.get(url, headers=headers)  # a header is no session
+            assert response.status_code == 302, (url, headers)
+            assert response.headers["Location"].startswith("/console/login?next="), url
+        for scope in ("read", "upload", "build"):
+            client = audited.app.test_client()
+            assert _console_login(client, audited.tokens[scope])[0] == 302
+            response = client.get(url)
+            assert response.status_code == 403, (url, scope)
+            assert "console login" not in response.get_data(as_text=True), (url, scope)
+        admin = audited.app.test_client()
+        assert _console_login(admin, audited.tokens["admin"])[0] == 302
+        response = admin.get(url)
+        assert response.status_code == 200, url
+        assert "console login" in response.get_data(as_text=True), url  # the log's events
 
 
 def test_admin_reads_are_closed_even_when_reading_is_open(audited: Audited) -> None:

@@ -2,7 +2,8 @@
 
 ``/console/`` (dashboard), ``/console/projects`` (search), ``/console/projects/<name>``
 (versions by platforms), ``/console/builds`` and ``/console/builds/<id>`` (with a live log),
-and admin actions (rebuild, cancel, skip) after ``/console/login`` with a token. Reading is
+and admin actions (rebuild, cancel, skip; a project's owners) after ``/console/login`` with a
+token; ``/console/audit`` (admins only) is the audit log with the API's filters. Reading is
 open unless ``read_requires_token`` is set; see ``security`` for sessions and CSRF.
 Templates are ``index_server/templates/console_*.html`` (Jinja autoescape on).
 """

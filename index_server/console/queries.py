@@ -9,7 +9,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import func, select
 
-from index_server import jobs, repository
+from index_server import audit, jobs, owners, repository
 from index_server.db.engine import read_connection
 from index_server.db.schema import build_jobs, files, projects, skip_list
 from index_server.repository import FileRecord
@@ -207,6 +207,7 @@ class ProjectMatrix:
     rows: list[VersionRow]
     settings: dict[str, Any]
     skips: list[dict[str, Any]]
+    owners: list[dict[str, object]] = field(default_factory=list)
 
 
 def _version_key(version: str) -> tuple[int, Version | str]:
@@ -236,7 +237,8 @@ def project_matrix(services: Services, name: str) -> ProjectMatrix | None:
             ).mappings()
         ]
     project_jobs = jobs.list_jobs(services, project=name, limit=100_000)
-    if state is None and not project_jobs:
+    owned_by = owners.list_owners(services, name)
+    if state is None and not project_jobs and not owned_by:
         return None
     platforms = sorted(services.platforms)
     extra = {r.platform for r in records if r.platform} | {j["platform"] for j in project_jobs}
@@ -264,6 +266,7 @@ def project_matrix(services: Services, name: str) -> ProjectMatrix | None:
         rows=ordered,
         settings=settings,
         skips=skips,
+        owners=owned_by,
     )
 
 
@@ -320,3 +323,21 @@ def log_since(services: Services, job_id: int, offset: int) -> dict[str, Any] | 
         "reset": reset,
         "done": state not in jobs.ACTIVE_STATES,
     }
+
+
+AUDIT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    events: list[dict[str, object]]
+    next_before: int | None  # the ``before`` of the next (older) page; None on the last
+
+
+def audit_page(
+    services: Services, where: audit.EventFilter, limit: int = AUDIT_PAGE_SIZE
+) -> AuditPage:
+    """A page of the audit log, newest first: the API's query (``repository.events_page``)."""
+    with read_connection(services.engine) as conn:
+        found, following = repository.events_page(conn, limit, where)
+    return AuditPage(found, following)

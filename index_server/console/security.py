@@ -140,7 +140,12 @@ def log_in(services: Services, secret: str) -> Identity | None:
     return who
 
 
-def log_out() -> None:
+def log_out(services: Services) -> None:
+    """End the session; the audit log notes whose (nothing if it was no one's)."""
+    who = current_user(services)
+    if who is not None:
+        with write_transaction(services.engine) as conn:
+            repository.record_event(conn, who.name, "console logout", None, None, who.scope)
     session.clear()
     g.pop("console_user", None)
 

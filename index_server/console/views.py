@@ -19,11 +19,11 @@ from packaging.utils import canonicalize_name
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from index_server import jobs
+from index_server import audit, jobs, owners
 from index_server.auth import Identity
 from index_server.console import queries, security
 from index_server.views.builds_api import STATES
-from index_server.views.common import error_response, services
+from index_server.views.common import error_response, services, valid_name
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -101,6 +101,69 @@ def project(name: str) -> str | BaseResponse:
     if matrix is None:
         abort(404, f"no project {canonical!r} here: nothing uploaded, built or queued")
     return render_template("console_project.html", m=matrix)
+
+
+def _owner_action(name: str) -> tuple[Identity, str] | BaseResponse:
+    """The admin and the project of an owners form, or the answer to give instead."""
+    project = canonicalize_name(name)
+    who = _admin_post(url_for("console.project", name=project))
+    if not isinstance(who, Identity):
+        return who
+    if not valid_name(name):
+        abort(404, f"{name!r} is not a valid project name")
+    return who, project
+
+
+def _owner_field() -> str:
+    owner = request.form.get("owner", "").strip()
+    if not owner or len(owner) > 200:
+        abort(400, "the owner must be a name of 1 to 200 characters")
+    return owner
+
+
+@bp.post("/projects/<name>/owners")
+def add_owner(name: str) -> BaseResponse:
+    checked = _owner_action(name)
+    if not isinstance(checked, tuple):
+        return checked
+    who, project = checked
+    owner = _owner_field()
+    if owners.add_owner(services(), project, owner, who.name):
+        flash(f"{owner} is now an owner of {project}.", "ok")
+    else:
+        flash(f"{owner} was already an owner of {project}.", "ok")
+    return redirect(url_for("console.project", name=project) + "#owners")
+
+
+@bp.post("/projects/<name>/owners/remove")
+def remove_owner(name: str) -> BaseResponse:
+    checked = _owner_action(name)
+    if not isinstance(checked, tuple):
+        return checked
+    who, project = checked
+    owner = _owner_field()
+    if not owners.remove_owner(services(), project, owner, who.name):
+        flash(f"Not done: {owner} is not an owner of {project}.", "error")
+    else:
+        flash(f"{owner} is no longer an owner of {project}.", "ok")
+    return redirect(url_for("console.project", name=project) + "#owners")
+
+
+@bp.get("/audit")
+def audit_log() -> str | BaseResponse:
+    """The audit log for admins: the API's filters (``audit.filter_from_args``), paged."""
+    who = user()
+    if who is None:
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    if not who.allows("admin"):
+        abort(403, f"token scope {who.scope!r} may not read the audit log")
+    try:
+        where = audit.filter_from_args(request.args)
+    except audit.BadFilter as exc:
+        abort(400, str(exc))
+    page = queries.audit_page(services(), where)
+    kept = {k: request.args[k] for k in audit.FILTER_KEYS if request.args.get(k)}
+    return render_template("console_audit.html", page=page, filters=kept)
 
 
 @bp.get("/builds")
@@ -224,6 +287,6 @@ def login() -> str | BaseResponse | tuple[str, int]:
 def logout() -> BaseResponse:
     if not security.csrf_ok(request.form.get(security.CSRF_FIELD)):
         abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
-    security.log_out()
+    security.log_out(services())
     flash("Logged out.", "ok")
     return redirect(url_for("console.dashboard"))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from packaging.utils import canonicalize_name
 
-from index_server import admin, auth, owners, repository
+from index_server import admin, audit, auth, owners, repository
 from index_server import openapi as spec
 from index_server.auth import SCOPES
 from index_server.db.engine import read_connection
@@ -314,6 +313,7 @@ def revoke_token(token_id: int) -> Response:
         spec.query_param("owner", {"type": "string"}, "the owner of the acting token"),
         spec.query_param("token_id", {"type": "integer", "minimum": 0}, "the acting token"),
         spec.query_param("since", {"type": "string", "format": "date-time"}, "ISO 8601"),
+        spec.query_param("until", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive"),
         spec.query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
         spec.query_param("before", {"type": "integer", "minimum": 0}, "next_before of a page"),
     ],
@@ -321,50 +321,16 @@ def revoke_token(token_id: int) -> Response:
 )
 def events() -> Response:
     """The audit log, newest first; filters: action (``build*`` for a prefix), project,
-    actor, owner, token_id, since (ISO time); paging: limit and before (an event id)."""
+    actor, owner, token_id, since and until (ISO times); paging: limit and before (an event id)."""
     require("admin")
-    args = request.args
-    where = repository.EventFilter(
-        action=args.get("action") or None,
-        project=canonicalize_name(args["project"]) if args.get("project") else None,
-        actor=args.get("actor") or None,
-        owner=args.get("owner") or None,
-        token_id=_int_arg("token_id", None),
-        before=_int_arg("before", None),
-        since=_time_arg("since"),
-    )
-    limit = _int_arg("limit", 100)
-    assert limit is not None
-    if not 1 <= limit <= 1000:
-        fail(422, "'limit' must be between 1 and 1000")
+    try:
+        where = audit.filter_from_args(request.args)
+        limit = audit.page_limit(request.args)
+    except audit.BadFilter as exc:
+        fail(422, str(exc))
     with read_connection(services().engine) as conn:
-        found = repository.list_events(conn, limit, where)
-    following = found[-1]["id"] if len(found) == limit else None
+        found, following = repository.events_page(conn, limit, where)
     return jsonify({"events": found, "next_before": following})
-
-
-def _int_arg(key: str, default: int | None) -> int | None:
-    value = request.args.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        fail(422, f"'{key}' must be a number")
-    if not 0 <= number < 2**31:
-        fail(422, f"'{key}' is out of range")
-    return number
-
-
-def _time_arg(key: str) -> datetime | None:
-    value = request.args.get(key)
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        fail(422, f"'{key}' must be an ISO 8601 time")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # === owners ====================================================================================
