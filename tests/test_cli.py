@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 from packaging import tags
 
+from client.cli import main
 from index_server.auth import authenticate, create_token
-from index_server.cli import main
 from index_server.config import Settings
 from index_server.services import build_services
 from storage import blob_key

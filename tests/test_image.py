@@ -31,9 +31,9 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from client.cli import main as wheelfarm_cli
 from client.logging_setup import logging_config
 from index_server import config
-from index_server.cli import main as wheelfarm_cli
 from index_server.config import Settings
 from platforms import load_platforms
 from storage import open_storage
