@@ -23,9 +23,11 @@ ARG PIP_CERT=
 # --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1 (tests/test_image.py).
 ARG PIP_FIND_LINKS=
 ARG PIP_NO_INDEX=0
-# Add "fast" (gunicorn's C HTTP parser, 6-9% less CPU a request) when the base image has a
-# C compiler or PIP_FIND_LINKS holds a gunicorn_h1c wheel: it is published as an sdist.
-ARG EXTRAS=postgres,s3
+# The server extra (Flask, SQLAlchemy, gunicorn, psycopg, boto3; the client's commands, the
+# worker's included, need only the base dependencies). Add "fast" (gunicorn's C HTTP parser,
+# 6-9% less CPU a request) when the base image has a C compiler or PIP_FIND_LINKS holds a
+# gunicorn_h1c wheel: it is published as an sdist.
+ARG EXTRAS=server
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 

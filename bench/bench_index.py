@@ -169,7 +169,7 @@ def wheelfarm_command() -> str:
         return str(found)
     which = shutil.which("wheelfarm")
     if not which:
-        raise SystemExit("the wheelfarm command is not installed (pip install -e .)")
+        raise SystemExit("the wheelfarm command is not installed (pip install -e '.[server]')")
     return which
 
 

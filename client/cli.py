@@ -1,32 +1,136 @@
-"""The client's commands: ``wheelfarm worker``, ``wheelfarm platform ...``, ``wheelfarm
-track``, ``wheelfarm request`` and ``wheelfarm warm``. They talk to a server over HTTP (or
-build images here) and need none of the server's dependencies."""
+"""The ``wheelfarm`` command: the client's commands (``wheelfarm worker``, ``wheelfarm
+platform ...``, ``wheelfarm track``, ``wheelfarm request`` and ``wheelfarm warm``), which talk
+to a server over HTTP (or build images here) and need none of the server's dependencies, and
+the server's (``serve``, ``db``, ``token``, ... in ``index_server/cli.py``), loaded only when
+one is named: a client-only install (``pip install wheelfarm``, without the ``server`` extra)
+answers those with what to install. Every option can also be set by its WHEELFARM_* variable.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import json
 import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import click
+from packaging.requirements import InvalidRequirement, Requirement
 
 from client import platform_commands
 from client.warm.commands import request_cmd, warm_cmd
+from platforms import DEFINITIONS_DIR
+
+# The server's commands, by name (the keys of index_server.cli.COMMANDS), and the module that
+# makes them; named here so that listing them needs no server dependency.
+SERVER_COMMANDS: tuple[str, ...] = (
+    "audit",
+    "build-settings",
+    "cleanup",
+    "db",
+    "delete",
+    "demo",
+    "export",
+    "files",
+    "owner",
+    "projects",
+    "refresh",
+    "serve",
+    "token",
+    "unyank",
+    "yank",
+)
+SERVER_MODULE = "index_server.cli"
+SERVER_EXTRA = "server"
+FIRST_PARTY = ("index_server", "client", "builder", "platforms", "storage")
 
 
-class RootSettings(Protocol):
-    """What the client commands read from the root command's settings."""
+@dataclass(frozen=True)
+class RootOptions:
+    """The root command's options: the client's commands read ``data_dir`` and
+    ``platforms_dir``, the server's make their Settings from ``options`` (all of them)."""
 
-    @property
-    def data_dir(self) -> Path: ...
-
-    @property
-    def platforms_dir(self) -> Path: ...
+    data_dir: Path
+    platforms_dir: Path
+    options: Mapping[str, object]
 
 
-def _root(ctx: click.Context) -> RootSettings:
+def _root(ctx: click.Context) -> RootOptions:
     return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def missing_server_dependencies(distribution: str = "wheelfarm") -> list[str]:
+    """The requirements of the ``server`` extra that are not installed (none when wheelfarm
+    itself is not installed, e.g. run from a checkout: importing then tells)."""
+    try:
+        requires = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for line in requires:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        marker = requirement.marker
+        if marker is None or not marker.evaluate({"extra": SERVER_EXTRA}):
+            continue
+        if marker.evaluate({"extra": ""}):
+            continue  # a base dependency with a marker, not the extra's
+        try:
+            importlib.metadata.distribution(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(requirement.name)
+    return missing
+
+
+def _needs_server(name: str) -> click.Command:
+    """A stand-in for a server command where the server is not installed: one line, exit 2
+    (whatever the arguments, --help included)."""
+    message = f"wheelfarm {name} needs the server: pip install 'wheelfarm[{SERVER_EXTRA}]'"
+
+    def fail() -> None:
+        click.echo(message, err=True)
+        sys.exit(2)
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=message,
+        short_help=f"(needs the server: wheelfarm[{SERVER_EXTRA}])",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+def server_command(name: str) -> click.Command:
+    """The server's command ``name``, or its stand-in when the server is not installed."""
+    if missing_server_dependencies():
+        return _needs_server(name)
+    try:
+        # By name: the client never imports the server (tests/test_import_graph.py).
+        module = importlib.import_module(SERVER_MODULE)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in FIRST_PARTY:
+            raise
+        return _needs_server(name)  # a dependency missing, wheelfarm not installed
+    commands: Mapping[str, click.Command] = module.COMMANDS
+    return commands[name]
+
+
+class WheelfarmGroup(click.Group):
+    """The client's commands, and the server's, each loaded when it is named (or listed)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SERVER_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SERVER_COMMANDS:
+            return server_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def _worker_token(token: str | None, token_file: Path | None) -> str:
@@ -222,11 +326,94 @@ for _command in (
 ):
     platform.add_command(_command)
 
-# The client's commands, as the root command adds them.
-COMMANDS: tuple[click.Command, ...] = (
-    worker,
-    platform,
-    platform_commands.track_cmd,
-    request_cmd,
-    warm_cmd,
+
+@click.group(cls=WheelfarmGroup)
+@click.option(
+    "--data-dir",
+    envvar="WHEELFARM_DATA_DIR",
+    type=click.Path(path_type=Path),
+    default="wheelfarm-data",
+    show_default=True,
+    help="SQLite file and stored files.",
 )
+@click.option(
+    "--database-url",
+    envvar="WHEELFARM_DATABASE_URL",
+    default="",
+    help="SQLAlchemy URL; default: SQLite in the data dir.",
+)
+@click.option(
+    "--storage-url",
+    envvar="WHEELFARM_STORAGE_URL",
+    default="",
+    help="file:///path; default: files/ in the data dir.",
+)
+@click.option(
+    "--admin-token",
+    envvar="WHEELFARM_ADMIN_TOKEN",
+    default=None,
+    help="If set, a token with this value has the admin scope.",
+)
+@click.option(
+    "--upstream-url",
+    envvar="WHEELFARM_UPSTREAM_URL",
+    default=None,
+    help="Upstream Simple API URL(s); 'none' disables.",
+)
+@click.option(
+    "--read-requires-token/--open-read",
+    envvar="WHEELFARM_READ_REQUIRES_TOKEN",
+    default=False,
+    help="Require a read token for pages and files.",
+)
+@click.option(
+    "--platforms-dir",
+    envvar="WHEELFARM_PLATFORMS_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder of platform *.toml definitions; default: the shipped ones.",
+)
+@click.option("--max-upload-bytes", envvar="WHEELFARM_MAX_UPLOAD_BYTES", type=int, default=None)
+@click.option(
+    "--page-max-age",
+    envvar="WHEELFARM_PAGE_MAX_AGE",
+    type=int,
+    default=None,
+    help="Cache-Control max-age of index pages, in seconds.",
+)
+@click.option(
+    "--upstream-ttl",
+    envvar="WHEELFARM_UPSTREAM_TTL",
+    type=int,
+    default=None,
+    help="Seconds an upstream page is fresh (default 600).",
+)
+@click.option(
+    "--upstream-timeout",
+    envvar="WHEELFARM_UPSTREAM_TIMEOUT",
+    type=float,
+    default=None,
+    help="Seconds to wait for the upstream (default 10).",
+)
+@click.option(
+    "--private-projects",
+    envvar="WHEELFARM_PRIVATE_PROJECTS",
+    default=None,
+    help="Names or globs never merged with the upstream (comma-separated).",
+)
+@click.pass_context
+def main(ctx: click.Context, **options: object) -> None:
+    """wheelfarm: a private index of prebuilt wheels, one per platform."""
+    platforms_dir = options["platforms_dir"]
+    ctx.obj = RootOptions(
+        data_dir=Path(str(options["data_dir"])),
+        platforms_dir=platforms_dir if isinstance(platforms_dir, Path) else DEFINITIONS_DIR,
+        options=options,
+    )
+
+
+for _command in (worker, platform, platform_commands.track_cmd, request_cmd, warm_cmd):
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    sys.exit(main())

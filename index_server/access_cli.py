@@ -7,10 +7,11 @@ from packaging.utils import canonicalize_name
 
 
 def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
-    """The server's services, for the settings the root command made (as index_server.cli)."""
+    """The server's services, for the root command's settings (as index_server.cli)."""
+    from index_server.cli_settings import root_settings
     from index_server.services import build_services
 
-    return build_services(ctx.find_root().obj)
+    return build_services(root_settings(ctx))
 
 
 def _project(name: str) -> str:

@@ -1,4 +1,6 @@
-"""The ``wheelfarm`` command. Every option can also be set by its WHEELFARM_* variable."""
+"""The server's commands (``wheelfarm serve``, ``db``, ``token``, ``export``, ...), which the
+root command (client/cli.py) loads by name when the server is installed
+(``pip install 'wheelfarm[server]'``): COMMANDS, by name."""
 
 from __future__ import annotations
 
@@ -8,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from client import cli as client_cli
 from index_server import access_cli
-from index_server.config import Settings, split_list
+from index_server.cli_settings import root_settings
+from index_server.config import Settings
 from storage.base import STALE_AFTER
 
 
 def _settings(ctx: click.Context) -> Settings:
-    return ctx.find_root().obj  # type: ignore[no-any-return]
+    return root_settings(ctx)
 
 
 def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
@@ -24,104 +26,7 @@ def _services(ctx: click.Context):  # type: ignore[no-untyped-def]
     return build_services(_settings(ctx))
 
 
-@click.group()
-@click.option(
-    "--data-dir",
-    envvar="WHEELFARM_DATA_DIR",
-    type=click.Path(path_type=Path),
-    default="wheelfarm-data",
-    show_default=True,
-    help="SQLite file and stored files.",
-)
-@click.option(
-    "--database-url",
-    envvar="WHEELFARM_DATABASE_URL",
-    default="",
-    help="SQLAlchemy URL; default: SQLite in the data dir.",
-)
-@click.option(
-    "--storage-url",
-    envvar="WHEELFARM_STORAGE_URL",
-    default="",
-    help="file:///path; default: files/ in the data dir.",
-)
-@click.option(
-    "--admin-token",
-    envvar="WHEELFARM_ADMIN_TOKEN",
-    default=None,
-    help="If set, a token with this value has the admin scope.",
-)
-@click.option(
-    "--upstream-url",
-    envvar="WHEELFARM_UPSTREAM_URL",
-    default=None,
-    help="Upstream Simple API URL(s); 'none' disables.",
-)
-@click.option(
-    "--read-requires-token/--open-read",
-    envvar="WHEELFARM_READ_REQUIRES_TOKEN",
-    default=False,
-    help="Require a read token for pages and files.",
-)
-@click.option(
-    "--platforms-dir",
-    envvar="WHEELFARM_PLATFORMS_DIR",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder of platform *.toml definitions; default: the shipped ones.",
-)
-@click.option("--max-upload-bytes", envvar="WHEELFARM_MAX_UPLOAD_BYTES", type=int, default=None)
-@click.option(
-    "--page-max-age",
-    envvar="WHEELFARM_PAGE_MAX_AGE",
-    type=int,
-    default=None,
-    help="Cache-Control max-age of index pages, in seconds.",
-)
-@click.option(
-    "--upstream-ttl",
-    envvar="WHEELFARM_UPSTREAM_TTL",
-    type=int,
-    default=None,
-    help="Seconds an upstream page is fresh (default 600).",
-)
-@click.option(
-    "--upstream-timeout",
-    envvar="WHEELFARM_UPSTREAM_TIMEOUT",
-    type=float,
-    default=None,
-    help="Seconds to wait for the upstream (default 10).",
-)
-@click.option(
-    "--private-projects",
-    envvar="WHEELFARM_PRIVATE_PROJECTS",
-    default=None,
-    help="Names or globs never merged with the upstream (comma-separated).",
-)
-@click.pass_context
-def main(ctx: click.Context, **options: object) -> None:
-    """wheelfarm: a private index of prebuilt wheels, one per platform."""
-    # Options override the environment; settings without an option come from it.
-    ctx.obj = Settings.from_env(
-        None,
-        data_dir=options["data_dir"],
-        database_url=options["database_url"],
-        storage_url=options["storage_url"],
-        admin_token=options["admin_token"] or None,
-        upstream_urls=options["upstream_url"],
-        read_requires_token=options["read_requires_token"],
-        platforms_dir=options["platforms_dir"],
-        max_upload_bytes=options["max_upload_bytes"],
-        page_max_age=options["page_max_age"],
-        upstream_ttl=options["upstream_ttl"],
-        upstream_timeout=options["upstream_timeout"],
-        private_projects=split_list(str(options["private_projects"]))
-        if options["private_projects"]
-        else None,
-    )
-
-
-@main.command()
+@click.command()
 @click.option("--host", envvar="WHEELFARM_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="WHEELFARM_PORT", default=8080, show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="Processes; default: CPU count.")
@@ -141,7 +46,7 @@ def serve(
         raise click.ClickException(str(exc)) from None
 
 
-@main.group()
+@click.group()
 def db() -> None:
     """Database maintenance."""
 
@@ -158,7 +63,7 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"database at revision {current_revision(url)}")
 
 
-@main.command()
+@click.command()
 @click.option(
     "--older-than",
     type=click.FloatRange(min=0),
@@ -181,7 +86,7 @@ def cleanup(ctx: click.Context, older_than: float) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-@main.command("export")
+@click.command("export")
 @click.option(
     "--target",
     envvar="WHEELFARM_EXPORT_URL",
@@ -203,7 +108,7 @@ def export_cmd(ctx: click.Context, target: str, follow: bool, poll: float) -> No
         raise click.ClickException(str(exc)) from None
 
 
-@main.group()
+@click.group()
 def token() -> None:
     """API tokens."""
 
@@ -279,11 +184,7 @@ def token_revoke(ctx: click.Context, token_id: int) -> None:
     click.echo(f"revoked token {token_id}")
 
 
-main.add_command(access_cli.owner)
-main.add_command(access_cli.audit)
-
-
-@main.command("projects")
+@click.command("projects")
 @click.pass_context
 def projects_cmd(ctx: click.Context) -> None:
     """List hosted projects."""
@@ -295,7 +196,7 @@ def projects_cmd(ctx: click.Context) -> None:
             click.echo(f"{p['display_name']}  ({p['files']} files)")
 
 
-@main.command("files")
+@click.command("files")
 @click.argument("project")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -334,7 +235,7 @@ def _file_action(ctx: click.Context, action: str, file_id: int, reason: str | No
     click.echo(f"{action}: {record.filename}")
 
 
-@main.command()
+@click.command()
 @click.argument("file_id", type=int)
 @click.option("--reason", default=None)
 @click.pass_context
@@ -343,7 +244,7 @@ def yank(ctx: click.Context, file_id: int, reason: str | None) -> None:
     _file_action(ctx, "yank", file_id, reason)
 
 
-@main.command()
+@click.command()
 @click.argument("file_id", type=int)
 @click.pass_context
 def unyank(ctx: click.Context, file_id: int) -> None:
@@ -351,7 +252,7 @@ def unyank(ctx: click.Context, file_id: int) -> None:
     _file_action(ctx, "unyank", file_id, None)
 
 
-@main.command()
+@click.command()
 @click.argument("file_id", type=int)
 @click.confirmation_option(prompt="Delete this file for good?")
 @click.pass_context
@@ -360,7 +261,7 @@ def delete(ctx: click.Context, file_id: int) -> None:
     _file_action(ctx, "delete", file_id, None)
 
 
-@main.command()
+@click.command()
 @click.argument("projects", nargs=-1, required=True)
 @click.pass_context
 def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
@@ -389,7 +290,7 @@ def refresh(ctx: click.Context, projects: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-@main.command()
+@click.command()
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option(
     "--keep-serving/--exit",
@@ -411,7 +312,7 @@ def demo(ctx: click.Context, port: int, keep_serving: bool, runner: str | None) 
     run_demo(_settings(ctx), port, keep_serving, runner)
 
 
-@main.command("build-settings")
+@click.command("build-settings")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def build_settings_cmd(ctx: click.Context, path: Path) -> None:
@@ -426,9 +327,25 @@ def build_settings_cmd(ctx: click.Context, path: Path) -> None:
     click.echo(f"build settings set for: {', '.join(projects) or 'no project'}")
 
 
-# The client's commands (client/cli.py): worker, platform, track, request, warm.
-for _command in client_cli.COMMANDS:
-    main.add_command(_command)
-
-if __name__ == "__main__":
-    sys.exit(main())
+# By name, as the root command (client/cli.py, SERVER_COMMANDS) lists them.
+COMMANDS: dict[str, click.Command] = {
+    command.name: command
+    for command in (
+        serve,
+        db,
+        cleanup,
+        export_cmd,
+        token,
+        access_cli.owner,
+        access_cli.audit,
+        projects_cmd,
+        files_cmd,
+        yank,
+        unyank,
+        delete,
+        refresh,
+        demo,
+        build_settings_cmd,
+    )
+    if command.name
+}

@@ -81,7 +81,7 @@ def run_demo(settings: Settings, port: int, keep_serving: bool, runner: str | No
     admin = create_token(services.engine, "demo-admin", "admin")[1]
     build = create_token(services.engine, "demo-worker", "build")[1]
     server_url = f"http://127.0.0.1:{port}"
-    wheelfarm = [sys.executable, "-m", "index_server.cli"]
+    wheelfarm = [sys.executable, "-m", "client.cli"]
     env = {**os.environ, "WHEELFARM_DATA_DIR": str(settings.data_dir)}
     say = click.echo
     say(f"platform of this machine: {platform.name}; builds run with the {runner} runner")

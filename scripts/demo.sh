@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/venv.sh
-.venv/bin/pip install -q -e .
+.venv/bin/pip install -q -e '.[server]'
 exec .venv/bin/wheelfarm demo "$@"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from client.cli import main
 from index_server import jobs
 from index_server.build_settings_file import SettingsFileError, read_settings_file
-from index_server.cli import main
 from index_server.services import Services
 from tests.conftest import start_server, stop_server
 

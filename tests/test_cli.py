@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 from packaging import tags
 
+from client.cli import main
 from index_server.auth import authenticate, create_token
-from index_server.cli import main
 from index_server.config import Settings
 from index_server.services import build_services
 from storage import blob_key
@@ -257,3 +257,45 @@ def test_console_script(data_dir: Path, tmp_path: Path) -> None:
         assert who is not None and who.scope == "admin"
     finally:
         svc.engine.dispose()
+
+
+def test_the_root_command_lists_every_server_command() -> None:
+    """The client names the server's commands without importing them (client/cli.py)."""
+    from client import cli as client_cli
+    from index_server import cli as server_cli
+
+    assert sorted(server_cli.COMMANDS) == list(client_cli.SERVER_COMMANDS)
+    assert client_cli.missing_server_dependencies() == []  # the test venv has wheelfarm[server]
+    assert client_cli.server_command("serve") is server_cli.COMMANDS["serve"]
+
+
+def test_missing_server_dependencies_reads_the_server_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from client.cli import missing_server_dependencies
+
+    info = tmp_path / "fake_farm-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-farm\nVersion: 1.0\n"
+        "Requires-Dist: click>=8\n"
+        'Requires-Dist: no-such-server-part>=1; extra == "server"\n'
+        'Requires-Dist: click>=8; extra == "server"\n'
+        'Requires-Dist: no-such-test-tool; extra == "test"\n'
+        "Provides-Extra: server\nProvides-Extra: test\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert missing_server_dependencies("fake-farm") == ["no-such-server-part"]
+    assert missing_server_dependencies("not-installed-at-all") == []
+
+
+def test_module_entry_point_runs_the_whole_command(tmp_path: Path) -> None:
+    """``python -m client.cli`` (as ``wheelfarm demo`` starts its server and worker)."""
+    done = subprocess.run(
+        [str(BIN / "python"), "-m", "client.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert done.stdout.startswith("Usage: python -m client.cli serve [OPTIONS]")

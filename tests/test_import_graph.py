@@ -5,13 +5,20 @@ included: a circle patched with a late import is still a circle) and fails on an
 circle among the modules of ``index_server/``, ``client/``, ``builder/``, ``platforms/``
 and ``storage/``, and on ``client/``, ``builder/``, ``platforms/`` or ``storage/``
 importing ``index_server``: the client (``pip install wheelfarm`` without the server's
-dependencies), the farm's side and the shared parts never depend on the server.
+dependencies), the farm's side and the shared parts never depend on the server. And that
+``client/``, ``builder/`` and ``platforms/`` import no third-party module but the base
+dependencies' (pyproject.toml), none of the ``server`` extra's at import time.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("index_server", "client", "builder", "platforms", "storage")
@@ -160,3 +167,100 @@ def test_the_domain_never_imports_views_or_metrics() -> None:
         if _within(name, LOWER)
     }
     assert not {name: t for name, t in upward.items() if t}
+
+
+# ---------------------------------------------------------------------------------------
+# The client's side (client/, builder/ for the worker, platforms/) installs without the
+# server: `pip install wheelfarm` brings the base dependencies only (pyproject.toml).
+
+CLIENT_SIDE = ("client", "builder", "platforms")
+# The modules each requirement of pyproject.toml provides (its import names).
+IMPORT_NAMES = {
+    "click": {"click"},
+    "packaging": {"packaging"},
+    "requests": {"requests", "urllib3"},
+    "jsonschema": {"jsonschema"},
+    "pip": {"pip"},
+    "flask": {"flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous"},
+    "sqlalchemy": {"sqlalchemy"},
+    "alembic": {"alembic"},
+    "gunicorn": {"gunicorn"},
+    "prometheus-client": {"prometheus_client"},
+    "psycopg": {"psycopg", "psycopg_binary"},
+    "boto3": {"boto3", "botocore", "s3transfer"},
+}
+# Imported only inside a build container, from the image's own build tools.
+IN_CONTAINER = {"builder.inspect_in_container": {"auditwheel"}}
+
+
+def _requirements(extra: str | None) -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    return [canonicalize_name(Requirement(r).name) for r in listed]
+
+
+def _third_party(path: Path, import_time_only: bool) -> set[str]:
+    """The top-level names of the modules ``path`` imports that are neither first-party nor
+    the standard library's; with ``import_time_only``, those outside function bodies."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if import_time_only and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return found - set(PACKAGES) - set(sys.stdlib_module_names)
+
+
+def _client_side() -> dict[str, Path]:
+    return {name: path for name, path in _modules().items() if _within(name, CLIENT_SIDE)}
+
+
+def test_every_dependency_has_its_import_names() -> None:
+    # A new requirement must say which modules it provides, or the checks below miss it.
+    assert set(_requirements(None)) | set(_requirements("server")) <= set(IMPORT_NAMES)
+
+
+def test_the_client_side_imports_no_server_dependency_at_import_time() -> None:
+    server = set().union(*(IMPORT_NAMES[r] for r in _requirements("server")))
+    assert {"flask", "sqlalchemy", "alembic", "gunicorn", "boto3"} <= server
+    modules = _client_side()
+    assert {"client.cli", "builder.worker", "platforms"} <= set(modules)
+    offending = {
+        name: sorted(found)
+        for name, path in modules.items()
+        if (found := _third_party(path, import_time_only=True) & server)
+    }
+    assert not offending
+
+
+def test_the_client_side_imports_only_base_dependencies() -> None:
+    # Function-local imports too: `pip install wheelfarm` must run every client command.
+    base = set().union(*(IMPORT_NAMES[r] for r in _requirements(None)))
+    offending = {
+        name: sorted(found)
+        for name, path in _client_side().items()
+        if (
+            found := _third_party(path, import_time_only=False)
+            - base
+            - IN_CONTAINER.get(name, set())
+        )
+    }
+    assert not offending
+
+
+def test_the_dependency_check_sees_imports(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import flask.json\nfrom sqlalchemy import Engine\nimport json\nfrom client import cli\n"
+        "from . import sibling\n"
+        "def f():\n    import boto3\n"
+    )
+    assert _third_party(source, import_time_only=True) == {"flask", "sqlalchemy"}
+    assert _third_party(source, import_time_only=False) == {"flask", "sqlalchemy", "boto3"}

@@ -174,7 +174,7 @@ def test_refresh_forces_a_refetch_within_ttl(
     assert "libup-2.0.tar.gz" not in filenames(page(client))  # fresh within the TTL
     from click.testing import CliRunner
 
-    from index_server.cli import main
+    from client.cli import main
 
     result = CliRunner().invoke(
         main,
