@@ -21,6 +21,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from index_server.app import create_app
+from index_server.config import Settings
 from index_server.services import Services
 from tests.factory import make_wheel
 from tests.fault_helpers import CHUNKED, FaultyUpstream
@@ -238,3 +239,27 @@ def test_a_hash_mismatch_does_not_echo_the_fetched_digest(
     assert fetched not in answer and fetched[:12] not in answer
     assert f"{len(other)} bytes" not in answer  # nor its size
     assert_store_holds_only(proxy)
+
+
+# --- PyPI's file host ----------------------------------------------------------------------
+
+
+def test_pypi_as_upstream_trusts_its_file_host_and_nothing_else() -> None:
+    """pypi.org's pages link to files.pythonhosted.org; where both resolve to a non-public
+    address (a mirror, a test network), the files are fetched as the pages are."""
+    pypi = Settings(upstream_urls=("https://pypi.org/simple/",))
+    assert pypi.upstream_hosts == {"pypi.org", "files.pythonhosted.org"}
+    assert Settings().upstream_hosts == {"pypi.org", "files.pythonhosted.org"}  # the default
+    mirror = Settings(upstream_urls=("https://mirror.example/simple/",))
+    assert mirror.upstream_hosts == {"mirror.example"}
+    both = Settings(
+        upstream_urls=("https://mirror.example/simple/", "https://PyPI.org/simple/"),
+        upstream_allowed_hosts=("Files.Internal",),
+    )
+    assert both.upstream_hosts == {
+        "mirror.example",
+        "pypi.org",
+        "files.pythonhosted.org",
+        "files.internal",
+    }
+    assert Settings(upstream_urls=()).upstream_hosts == frozenset()
