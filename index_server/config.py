@@ -10,6 +10,10 @@ from pathlib import Path
 from platforms import DEFINITIONS_DIR
 
 DEFAULT_UPSTREAM = "https://pypi.org/simple/"
+# Where an upstream's pages are known to link its files: trusted with the upstream itself
+# (PyPI's pages link to files.pythonhosted.org, which a mirror or test network may resolve
+# to a non-public address as it does pypi.org).
+UPSTREAM_FILE_HOSTS: dict[str, tuple[str, ...]] = {"pypi.org": ("files.pythonhosted.org",)}
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,12 @@ class Settings:
 
     @property
     def upstream_hosts(self) -> frozenset[str]:
-        """Hosts fetched from even if not public: the upstreams' and the allowed ones."""
+        """Hosts fetched from even if not public: the upstreams', their file hosts
+        (:data:`UPSTREAM_FILE_HOSTS`) and the allowed ones."""
         from urllib.parse import urlsplit
 
         hosts = {(urlsplit(u).hostname or "").lower() for u in self.upstream_urls}
+        hosts |= {f for h in hosts for f in UPSTREAM_FILE_HOSTS.get(h, ())}
         return frozenset(hosts | {h.lower() for h in self.upstream_allowed_hosts})
 
     @property

@@ -2,8 +2,9 @@
 
 * ``FaultyUpstream``: tests/upstream_server.py's ``FakeUpstream`` that can also misbehave on
   the next requests of a path: stall past the timeout, reset the connection mid-answer,
-  answer 500, cut the body short of its Content-Length, send a page that is not JSON, or
-  run a hook (to change the page or the file) while a file is being answered.
+  answer 500, cut the body short of its Content-Length, send a body chunked (no
+  Content-Length), send a page that is not JSON, answer a path with a 302 (``redirects``),
+  or run a hook (to change the page or the file) while a file is being answered.
 * ``KillableServer``: a real ``wheelfarm serve`` in a process group of its own, so a test can
   SIGKILL the gunicorn master and its workers at once and start it again on the same data.
 * ``CrashWorker``: the tests' HTTP build worker (tests/warm_helpers.py) that heartbeats in the
@@ -53,6 +54,7 @@ GARBLED_HTML = "garbled-html"  # 200, text/html and bytes that are not text at a
 NO_MARKUP = "no-markup"  # 200, text/html and a line of text: a proxy's error, not a page
 WRONG_TYPE = "wrong-type"  # 200 and a Content-Type no Simple page has
 TRICKLE = "trickle"  # the body in ten pieces, ``trickle`` seconds apart (each read is quick)
+CHUNKED = "chunked"  # the body with Transfer-Encoding: chunked, so no Content-Length
 
 # 200 answers that are not Simple pages: (body, Content-Type).
 NOT_PAGES = {
@@ -72,6 +74,8 @@ class FaultyUpstream(FakeUpstream):
         # Runs as a file (or .metadata) request comes in, with its name; bytes it returns
         # are the answer's body (None: the file as it is now).
         self.on_file: Callable[[str], bytes | None] | None = None
+        # Paths answered with a 302 to this Location (absolute, or relative to the path).
+        self.redirects: dict[str, str] = {}
         super().__init__(mode)
         # A client that gave up (the proxy's timeout) makes our late write fail: not news.
         self._server.handle_error = lambda *args: None  # type: ignore[method-assign]
@@ -112,6 +116,12 @@ class FaultyUpstream(FakeUpstream):
                 self.fault = upstream._take(path)
                 if self.fault is not None:  # the fault is in the body: never a bodiless 304
                     del self.headers["If-None-Match"]
+                location = upstream.redirects.get(path)
+                if location is not None:
+                    with upstream._lock:
+                        upstream.requests[path] += 1
+                    self._send(302, b"moved", {"Location": location})
+                    return
                 if path.startswith("/files/") and upstream.on_file is not None:
                     body = upstream.on_file(path.removeprefix("/files/"))
                     if body is not None:
@@ -143,6 +153,17 @@ class FaultyUpstream(FakeUpstream):
                 elif fault in NOT_PAGES:
                     body, content_type = NOT_PAGES[fault]
                     super()._send(200, body, {"Content-Type": content_type})
+                elif fault == CHUNKED:
+                    self.send_response(status)
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    step = max(1, -(-len(body) // 4))
+                    for start in range(0, len(body), step):
+                        piece = body[start : start + step]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
                 elif fault == TRICKLE:
                     self.send_response(status)
                     for key, value in (headers or {}).items():

@@ -61,6 +61,8 @@ class FakeUpstream:
         self.delay = 0.0
         self.tampered: set[str] = set()
         self.closed = False
+        # Where the pages say the files are (relative to the page, or another host's URL).
+        self.files_url = "../../files/"
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -100,7 +102,7 @@ class FakeUpstream:
                 "files": [
                     {
                         "filename": f.filename,
-                        "url": f"../../files/{f.filename}",
+                        "url": f"{self.files_url}{f.filename}",
                         "hashes": {"sha256": f.sha256},
                         "requires-python": f.requires_python,
                         "yanked": f.yanked,
@@ -119,7 +121,7 @@ class FakeUpstream:
             return json.dumps(body).encode(), "application/vnd.pypi.simple.v1+json"
         links = []
         for f in files:
-            attrs = [f'href="../../files/{f.filename}#sha256={f.sha256}"']
+            attrs = [f'href="{self.files_url}{f.filename}#sha256={f.sha256}"']
             if f.requires_python:
                 attrs.append(f'data-requires-python="{html.escape(f.requires_python)}"')
             if f.yanked is not False:

@@ -95,7 +95,12 @@ def _guard(allowed_hosts: Collection[str]):  # type: ignore[no-untyped-def]
 
     def hook(response: requests.Response, **_kwargs: object) -> None:
         if response.is_redirect:
-            check_target(urljoin(response.url, response.headers["Location"]), allowed_hosts)
+            target = urljoin(response.url, response.headers["Location"])
+            try:
+                check_target(target, allowed_hosts)
+            except UpstreamError:
+                response.close()  # a refused redirect's connection goes back to the pool
+                raise
 
     return hook
 
@@ -132,6 +137,9 @@ def fetch_project_page(
     except requests.RequestException as exc:
         record_upstream_fetch("page", "error")
         raise UpstreamError(f"{url}: {type(exc).__name__}: {_short(exc)}") from None
+    except UpstreamError:  # a redirect to a host that is not allowed
+        record_upstream_fetch("page", "error")
+        raise
     if response.status_code == 304 and (etag or last_modified):
         record_upstream_fetch("page", "not_modified")
         return PageFetch(304, etag=etag, last_modified=last_modified)
@@ -218,6 +226,9 @@ def download_verified(
     size = 0
     try:
         with _stream(url, timeout, allowed_hosts) as response:
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > max_bytes:  # refused before reading
+                raise UpstreamError(f"{url}: larger than {max_bytes} bytes")
             try:
                 for chunk in response.iter_content(1024 * 1024):
                     digest.update(chunk)
@@ -232,8 +243,12 @@ def download_verified(
         raise
     record_upstream_fetch("file", "ok")
     if digest.hexdigest() != expected_sha256.lower():
-        # No digest in the message: it would tell a client the hash of what was fetched.
-        raise DigestMismatch(f"{url}: the content does not match the sha256 the upstream announced")
+        # Only the digest the page announced: the one of what was fetched (or its size) would
+        # tell a client something of whatever an upstream made the server fetch.
+        raise DigestMismatch(
+            f"{url}: the content does not match the sha256 the upstream announced "
+            f"(expected sha256 {expected_sha256.lower()}, got other bytes)"
+        )
     return size
 
 
