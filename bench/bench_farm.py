@@ -23,8 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.worker_command import podman_worker  # noqa: E402
 from tests import builder_helpers as bh  # noqa: E402
-from tests.conftest import ADMIN_TOKEN, BIN, start_server, stop_server  # noqa: E402
+from tests.conftest import ADMIN_TOKEN, start_server, stop_server  # noqa: E402
 from tests.upstream_server import FakeUpstream  # noqa: E402
 
 PLATFORM = "debian-12-py3.11-x86_64"
@@ -51,22 +52,7 @@ def run_queue(
         ids.append(api(f"{server_url}/api/builds", "POST", body)["requests"][0]["job_id"])
     processes = [
         subprocess.Popen(
-            [
-                str(BIN / "wheelfarm"),
-                "worker",
-                "--server",
-                server_url,
-                "--token",
-                token,
-                "--runner",
-                "podman",
-                "--platform",
-                PLATFORM,
-                "--poll",
-                "0.2",
-                "--name",
-                f"bench-{workers}-{i}",
-            ],
+            podman_worker(server_url, token, f"bench-{workers}-{i}", PLATFORM),
             env=env,
             stdout=(logs / f"worker-{workers}-{i}.log").open("wb"),
             stderr=subprocess.STDOUT,

@@ -39,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.worker_command import podman_worker  # noqa: E402
 from tests import builder_helpers as bh  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, BIN, clean_client_env, start_server, stop_server  # noqa: E402
 from tests.upstream_server import FakeUpstream  # noqa: E402
@@ -110,22 +111,7 @@ def running_worker(kind: str, server, tools_url: str, tmp: Path) -> Iterator[Non
         return
     env = {**server.env, "WHEELFARM_TOOLS_INDEX_URL": tools_url}
     process = subprocess.Popen(
-        [
-            str(BIN / "wheelfarm"),
-            "worker",
-            "--server",
-            server.url,
-            "--token",
-            server.token("build"),
-            "--runner",
-            "podman",
-            "--platform",
-            PLATFORM,
-            "--poll",
-            "0.2",
-            "--name",
-            "bench-warm",
-        ],
+        podman_worker(server.url, server.token("build"), "bench-warm", PLATFORM),
         env=env,
         stdout=(tmp / "worker.log").open("wb"),
         stderr=subprocess.STDOUT,
