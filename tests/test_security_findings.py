@@ -631,3 +631,49 @@ def test_the_readme_never_puts_a_token_on_a_worker_command_line() -> None:
     for command in commands:
         assert not re.search(r"--token(?!-file)[ =]", command), command
     assert "--token-file" in readme
+
+
+# === High 1, replayed as reported: another token's respellings of alpha 1.0 ===============
+
+
+def test_another_tokens_respellings_of_a_release_are_refused(
+    client: FlaskClient, services: Services, settings: Settings, tmp_path: Path
+) -> None:
+    """After ``alpha-1.0-py3-none-any.whl``, a second token's ``Alpha-1.0-...``,
+    ``alpha-1.0.0-...``, ``alpha-1.0-1-...``, ``alpha-1.0-cp311-...`` and
+    ``Alpha-1.0.tar.gz`` were all 201 and pip fetched the attacker's cp311 wheel."""
+    owner = create_token(services.engine, "alice", "upload")[1]
+    attacker = create_token(services.engine, "mallory", "upload")[1]
+    original = make_wheel(tmp_path, "alpha", "1.0")
+    upload_ok(client, original, owner)
+    variants = []
+    for n, (filename, version, tag) in enumerate(
+        [
+            ("Alpha-1.0-py3-none-any.whl", "1.0", "py3-none-any"),
+            ("alpha-1.0.0-py3-none-any.whl", "1.0.0", "py3-none-any"),
+            ("alpha-1.0-1-py3-none-any.whl", "1.0", "py3-none-any"),
+            ("alpha-1.0-cp311-cp311-linux_x86_64.whl", "1.0", "cp311-cp311-linux_x86_64"),
+        ]
+    ):
+        folder = tmp_path / f"v{n}"
+        folder.mkdir()
+        built = make_wheel(folder, "alpha", version, tag=tag, modules={"alpha.py": "EVIL = 1\n"})
+        variants.append(built.rename(folder / filename))
+    folder = tmp_path / "sdist"
+    folder.mkdir()
+    sdist = make_sdist(folder, "alpha", "1.0", files={"evil.py": "EVIL = 1\n"})
+    variants.append(sdist.rename(folder / "Alpha-1.0.tar.gz"))
+    page_before = client.get(
+        f"/{PLATFORM}/simple/alpha/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    before, blobs = row_counts(services), stored_blobs(settings)
+    for path in variants:
+        response = upload(client, path, attacker)
+        assert response.status_code == 403, (path.name, response.get_data(as_text=True))
+        assert "belongs to alice" in response.get_data(as_text=True), path.name
+    assert row_counts(services) == before and stored_blobs(settings) == blobs
+    page_after = client.get(
+        f"/{PLATFORM}/simple/alpha/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    assert [f["filename"] for f in page_after.get_json()["files"]] == [original.name]
+    assert page_after.get_data() == page_before.get_data()
