@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from urllib.parse import quote
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from builder.fetch import fetch_with_hash
 from index_server import jobs
@@ -516,6 +517,32 @@ def test_a_name_of_200_characters_is_still_looked_up(
     assert response.status_code == 404
     assert "not a valid project name" not in response.get_data(as_text=True)
     assert upstream.count(f"/simple/{name}") == 1
+
+
+def test_invented_valid_names_do_not_grow_the_database_without_bound(
+    proxy: Services, upstream: FakeUpstream
+) -> None:
+    """A valid name the upstream does not know is a cached "not found" (the upstream is
+    not asked again for upstream_404_ttl), and that row goes once it is long stale."""
+    from index_server.db.engine import write_transaction
+    from index_server.db.schema import upstream_pages
+
+    client = create_app(services=proxy).test_client()
+    assert client.get(f"/{PLATFORM}/simple/libup/").status_code == 200
+    for n in range(5):
+        assert client.get(f"/{PLATFORM}/simple/invented-{n}/").status_code == 404
+    assert row_counts(proxy)["upstream_pages"] == 6
+    assert client.get(f"/{PLATFORM}/simple/invented-0/").status_code == 404
+    assert upstream.count("/simple/invented-0") == 1  # the "not found" is still cached
+    # An hour later (the rows made older: the server's clock is not ours to move) ...
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with write_transaction(proxy.engine) as conn:
+        conn.execute(update(upstream_pages).values(fetched_at=hour_ago, expires_at=hour_ago))
+    assert client.get(f"/{PLATFORM}/simple/invented-new/").status_code == 404
+    with read_connection(proxy.engine) as conn:
+        kept = sorted(conn.execute(select(upstream_pages.c.project)).scalars())
+    assert kept == ["invented-new", "libup"]  # a found page stays, however old
+    assert client.get(f"/{PLATFORM}/simple/libup/").status_code == 200
 
 
 # === Low: yank/unyank/rebuild/cancel as a cross-site form with an admin's Basic creds ====
