@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
+from client.cli import main
 from index_server.auth import create_token
-from index_server.cli import main
 from index_server.owners import list_owners
 from index_server.services import Services
 from tests.factory import make_wheel
