@@ -7,7 +7,9 @@
   ``Authorization`` (and the console's cookie): a shared proxy or CDN must never hand a
   private page or file to another client.
 * A request body other than an upload is at most ``max_json_bytes`` (a 413), also when sent
-  chunked: werkzeug stops reading there.
+  chunked: werkzeug would silently cut a chunked body at its limit (a cut JSON body is a
+  misleading 400, or taken if the cut falls after its end), so it is read here one byte
+  past the limit and a longer one refused.
 * A browser holding an admin's Basic credentials must not be a way to write: a mutating
   request another site made (``Sec-Fetch-Site: cross-site``, or an ``Origin`` of another
   host) is a 403, and the JSON API refuses the body types a plain HTML form can send (415).
@@ -54,6 +56,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     def _limit_body() -> None:
         if request.endpoint not in UPLOAD_ENDPOINTS:
             request.max_content_length = settings.max_json_bytes
+            if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+                _read_chunked_body(settings.max_json_bytes)
         if request.method in MUTATING and not request.path.startswith("/console/"):
             _refuse_cross_site()
 
@@ -68,6 +72,14 @@ def init_app(app: Flask, settings: Settings) -> None:
         if settings.read_requires_token and request.path not in UNPROTECTED:
             _private(response)
         return response
+
+
+def _read_chunked_body(limit: int) -> None:
+    from index_server.views.common import fail
+
+    request.max_content_length = limit + 1  # werkzeug stops there; more than limit is a 413
+    if len(request.get_data(cache=True)) > limit:
+        fail(413, f"a request body has at most {limit} bytes")
 
 
 def _refuse_cross_site() -> None:

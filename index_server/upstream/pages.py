@@ -3,7 +3,9 @@
 Freshness, in one place:
 - a page is fresh for ``upstream_ttl`` seconds after it was fetched or revalidated;
 - a stale page is revalidated with If-None-Match / If-Modified-Since (a 304 keeps it);
-- an upstream "not found" is believed for ``upstream_404_ttl`` seconds;
+- an upstream "not found" is believed for ``upstream_404_ttl`` seconds; such a row no one
+  asked for again in twice that time is removed when another "not found" is stored, so
+  anonymous requests for invented (valid) names cannot grow the table without bound;
 - if the upstream fails, the stale page is served (marked stale) and retried after
   ``upstream_retry_after`` seconds; a project never fetched gives an "unavailable" result;
 - a local write to the project expires its upstream pages at once (see ``expire``);
@@ -18,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -194,6 +196,8 @@ def _store(
     with write_transaction(services.engine) as conn:
         if "files" in values:
             _upsert(conn, upstream, project, values)
+            if status == 404:
+                _forget_old_not_found(conn, now - timedelta(seconds=2 * ttl))
         else:
             conn.execute(
                 update(upstream_pages)
@@ -201,6 +205,18 @@ def _store(
                 .values(**values)
             )
     return PageState(upstream, status, content_hash, expires_at, etag, last_modified)
+
+
+def _forget_old_not_found(conn: Connection, before: datetime) -> None:
+    """Drop "not found" rows fetched before ``before`` and expired: a cache of nothing,
+    which a new request refetches anyway (fetched_at is indexed, so only old rows are read)."""
+    conn.execute(
+        delete(upstream_pages).where(
+            upstream_pages.c.fetched_at < before,
+            upstream_pages.c.status == 404,
+            upstream_pages.c.expires_at < datetime.now(UTC),
+        )
+    )
 
 
 def _upsert(conn: Connection, upstream: str, project: str, values: dict[str, object]) -> None:
