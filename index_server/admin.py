@@ -46,11 +46,10 @@ def _set_yanked(
 
 
 def delete_file(
-    services: Services, file_id: int, actor: str, *, tombstone: bool = True, audited: bool = True
+    services: Services, file_id: int, actor: str, *, tombstone: bool = True
 ) -> FileRecord:
     """Delete a file. ``tombstone`` False only where the server itself replaces the file: a
-    platform's own wheel rebuilt on its new build image (platform_lifecycle). ``audited``
-    False where the caller writes one audit event for a whole batch."""
+    platform's own wheel rebuilt on its new build image (platform_lifecycle)."""
     with write_transaction(services.engine) as conn:
         record = _require(conn, file_id)
         serial = repository.next_serial(conn)
@@ -58,8 +57,7 @@ def delete_file(
             repository.add_tombstone(conn, file_id, actor)
         repository.delete_file_row(conn, file_id)
         _touch(conn, record, serial)
-        if audited:
-            repository.record_event(conn, actor, "delete", record.project, record.filename)
+        repository.record_event(conn, actor, "delete", record.project, record.filename)
     # Bytes go only after the row is gone, and only if no other file shares them.
     with write_transaction(services.engine) as conn:
         for digest in filter(None, (record.sha256, record.metadata_sha256)):

@@ -93,11 +93,9 @@ def request_build(
     platform: str,
     source: str,
     requested_by: str,
-    *,
-    record: bool = True,
 ) -> RequestOutcome:
-    """Queue a job unless it exists or the platform already has a wheel: never twice.
-    ``record`` False where the caller writes one audit event for a whole batch."""
+    """Queue a job unless it exists or the platform already has a wheel: never twice. The
+    audit event is written in the job's own transaction (a batch: one event per job)."""
     with write_transaction(services.engine) as conn:
         existing = conn.execute(
             select(build_jobs.c.id, build_jobs.c.state).where(
@@ -129,7 +127,7 @@ def request_build(
             .on_conflict_do_nothing()
             .returning(build_jobs.c.id)
         ).scalar()
-        if job_id is not None and record and source != "first-sight":  # first sight: no one asked
+        if job_id is not None and source != "first-sight":  # first sight: no one asked
             repository.record_event(
                 conn, requested_by, f"build {source}", project, None, f"{version} {platform}"
             )
@@ -464,7 +462,6 @@ def _admin_update(
     values: dict[str, Any],
     action: str,
     actor: str,
-    record: bool = True,
 ) -> dict[str, Any]:
     with write_transaction(services.engine) as conn:
         row = conn.execute(select(build_jobs).where(build_jobs.c.id == job_id)).mappings().first()
@@ -473,15 +470,14 @@ def _admin_update(
         if row["state"] not in allowed:
             raise JobError(f"cannot {action} a {row['state']} job")
         conn.execute(update(build_jobs).where(build_jobs.c.id == job_id).values(**values))
-        if record:
-            repository.record_event(
-                conn,
-                actor,
-                f"build {action}",
-                row["project"],
-                None,
-                f"job {job_id} {row['version']} {row['platform']}: {values.get('reason') or ''}",
-            )
+        repository.record_event(
+            conn,
+            actor,
+            f"build {action}",
+            row["project"],
+            None,
+            f"job {job_id} {row['version']} {row['platform']}: {values.get('reason') or ''}",
+        )
         row = conn.execute(select(build_jobs).where(build_jobs.c.id == job_id)).mappings().one()
     return job_json(row)
 
@@ -498,7 +494,7 @@ def cancel(services: Services, job_id: int, actor: str, reason: str | None = Non
 
 
 def rebuild(
-    services: Services, job_id: int, actor: str, source: str = "rebuild", *, record: bool = True
+    services: Services, job_id: int, actor: str, source: str = "rebuild"
 ) -> dict[str, Any]:
     return _admin_update(
         services,
@@ -528,7 +524,6 @@ def rebuild(
         },
         "rebuild",
         actor,
-        record,
     )
 
 

@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
-from index_server import admin, jobs, repository
+from index_server import admin, jobs
 from index_server.db.engine import read_connection, write_transaction
 from index_server.db.schema import (
     ALL_PLATFORMS,
@@ -110,7 +109,7 @@ def backfill(services: Services, platform: str, actor: str) -> dict[str, Any]:
     queued = []
     for project, version in candidates:
         outcome = jobs.request_build(
-            services, project, version, platform, BACKFILL_SOURCE, actor, record=False
+            services, project, version, platform, BACKFILL_SOURCE, actor
         )
         if outcome.outcome == "queued":
             queued.append({"project": project, "version": version, "job_id": outcome.job_id})
@@ -121,9 +120,6 @@ def backfill(services: Services, platform: str, actor: str) -> dict[str, Any]:
             update(platform_states)
             .where(platform_states.c.platform == platform)
             .values(backfilled_at=now)
-        )
-        repository.record_event(
-            conn, actor, "platform backfill", None, None, _batch(platform, queued, "job_id")
         )
     return {
         "platform": platform,
@@ -229,13 +225,10 @@ def rebuild_stale(services: Services, platform: str, actor: str) -> list[int]:
     queued = []
     for job in stale_builds(services, platform):
         try:
-            jobs.rebuild(services, job["id"], actor, source=IMAGE_REBUILD_SOURCE, record=False)
+            jobs.rebuild(services, job["id"], actor, source=IMAGE_REBUILD_SOURCE)
         except jobs.JobError:  # changed meanwhile (e.g. rebuilt by someone else)
             continue
         queued.append(int(job["id"]))
-    with write_transaction(services.engine) as conn:
-        detail = f"{platform}: {len(queued)} jobs {_listed(map(str, queued))}"
-        repository.record_event(conn, actor, "platform rebuild stale", None, None, detail)
     return queued
 
 
@@ -288,19 +281,6 @@ def delete_platform_files(services: Services, platform: str, actor: str) -> list
         )
     with read_connection(services.engine) as conn:
         ids = [r[0] for r in conn.execute(select(files.c.id).where(files.c.platform == platform))]
-    deleted = [admin.delete_file(services, i, actor, audited=False).filename for i in ids]
-    with write_transaction(services.engine) as conn:
-        detail = f"{platform}: {len(deleted)} files {_listed(deleted)}"
-        repository.record_event(conn, actor, "platform delete files", None, None, detail)
+    deleted = [admin.delete_file(services, i, actor).filename for i in ids]
     return deleted
 
-
-def _listed(items: Iterable[str], shown: int = 50) -> str:
-    """A batch's items for an audit event's detail: the first ``shown``, then a count."""
-    items = list(items)
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
-
-
-def _batch(platform: str, queued: list[dict[str, Any]], key: str) -> str:
-    return f"{platform}: {len(queued)} jobs {_listed(str(q[key]) for q in queued)}"
