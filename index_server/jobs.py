@@ -493,9 +493,7 @@ def cancel(services: Services, job_id: int, actor: str, reason: str | None = Non
     )
 
 
-def rebuild(
-    services: Services, job_id: int, actor: str, source: str = "rebuild"
-) -> dict[str, Any]:
+def rebuild(services: Services, job_id: int, actor: str, source: str = "rebuild") -> dict[str, Any]:
     return _admin_update(
         services,
         job_id,

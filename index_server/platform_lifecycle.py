@@ -108,9 +108,7 @@ def backfill(services: Services, platform: str, actor: str) -> dict[str, Any]:
         candidates = backfill_candidates(conn, platform)
     queued = []
     for project, version in candidates:
-        outcome = jobs.request_build(
-            services, project, version, platform, BACKFILL_SOURCE, actor
-        )
+        outcome = jobs.request_build(services, project, version, platform, BACKFILL_SOURCE, actor)
         if outcome.outcome == "queued":
             queued.append({"project": project, "version": version, "job_id": outcome.job_id})
     with write_transaction(services.engine) as conn:
@@ -283,4 +281,3 @@ def delete_platform_files(services: Services, platform: str, actor: str) -> list
         ids = [r[0] for r in conn.execute(select(files.c.id).where(files.c.platform == platform))]
     deleted = [admin.delete_file(services, i, actor).filename for i in ids]
     return deleted
-
