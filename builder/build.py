@@ -314,6 +314,7 @@ def build_wheel(
             network=index.network,
             timeout=timeout,
             on_output=on_output,
+            engine_platform=platform.engine_platform,
         )
         timings["build"] = result.duration
         log.step("build", result)
@@ -350,6 +351,7 @@ def build_wheel(
             network="none",
             timeout=CHECK_TIMEOUT * platform.slowdown,
             on_output=on_output,
+            engine_platform=platform.engine_platform,
         )
         timings["inspect"] = result.duration
         log.step("inspect", result)
@@ -442,6 +444,7 @@ def build_wheel(
                 network=index.network if deps else "none",
                 timeout=CHECK_TIMEOUT * platform.slowdown,
                 on_output=on_output,
+                engine_platform=platform.engine_platform,
             )
             timings["import"] = result.duration
             log.step(f"import {' '.join(names)}", result)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.runners import run_engine
-from platforms import DEBIAN_PACKAGE_RE, Platform
+from platforms import DEBIAN_PACKAGE_RE, ENGINE_ARCH, Platform
 
 IMAGE_REPOSITORY = "wheelfarm-build"
 DOCKERFILE_LABEL = "org.wheelfarm.dockerfile-sha256"
@@ -31,14 +31,6 @@ DEFAULT_TOOLS_INDEX = "https://pypi.org/simple/"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # Where the CA bundle is mounted during `podman build` (left as an empty file in the image).
 BUILD_CA_PATH = "/run/wheelfarm-pip-ca.crt"
-ENGINE_ARCH = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "i686": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "armv7l": "arm",
-}
 
 
 class ImageError(RuntimeError):
@@ -82,7 +74,12 @@ def base_recipe_args(platform: Platform) -> list[str] | None:
     if not platform.debian_suite:
         return None
     packages = ",".join(platform.python_packages) or "python3,python3-dev,python3-venv"
-    return [platform.base_image, platform.debian_suite, ENGINE_ARCH[platform.arch], packages]
+    return [
+        platform.base_image,
+        platform.debian_suite,
+        ENGINE_ARCH[platform.arch],
+        packages,
+    ]
 
 
 def ensure_base_image(platform: Platform, engine: str = "podman") -> bool:
@@ -173,7 +170,7 @@ def build_image(
     }
     command = [
         "--network=host",
-        f"--platform=linux/{ENGINE_ARCH[platform.arch]}",
+        f"--platform={platform.engine_platform}",
         "--file",
         str(platform.dockerfile_path),
         "--tag",
@@ -286,7 +283,7 @@ def _ensure_image_with_packages(
             engine,
             [
                 "--network=host",
-                f"--platform=linux/{ENGINE_ARCH[platform.arch]}",
+                f"--platform={platform.engine_platform}",
                 "--file",
                 str(dockerfile),
                 "--tag",

@@ -233,6 +233,7 @@ def resolve_requirements(
             network=index.network,
             timeout=timeout,
             on_output=on_output,
+            engine_platform=platform.engine_platform,
         )
         seconds = time.monotonic() - started
         report_path = out / "report.json"

@@ -117,6 +117,7 @@ class Runner(Protocol):
         workdir: str = "/tmp",
         timeout: float | None = None,
         on_output: OutputSink | None = None,
+        engine_platform: str | None = None,
     ) -> RunResult: ...
 
 
@@ -229,6 +230,7 @@ class ContainerRunner:
         network: Network,
         user: str,
         workdir: str,
+        engine_platform: str | None = None,
     ) -> list[str]:
         # The engine's own processes (podman, conmon) run in the caller's cgroup: when the
         # build yields the CPU, so do they.
@@ -248,6 +250,8 @@ class ContainerRunner:
             "--security-opt=no-new-privileges",
             "--pull=never",
         ]
+        if engine_platform:  # the image's own (an emulated one's): no mismatch warning
+            args.append(f"--platform={engine_platform}")
         if network != "default":
             args.append(f"--network={network}")
         if network == "none":
@@ -289,6 +293,7 @@ class ContainerRunner:
         workdir: str = "/tmp",
         timeout: float | None = None,
         on_output: OutputSink | None = None,
+        engine_platform: str | None = None,
     ) -> RunResult:
         name = f"{self.name_prefix}-{uuid.uuid4().hex[:12]}"
         args = self.command_line(
@@ -301,6 +306,7 @@ class ContainerRunner:
             network=network,
             user=user,
             workdir=workdir,
+            engine_platform=engine_platform,
         )
         with tempfile.TemporaryDirectory(prefix="wheelfarm-run-") as tmp:
             log_path = Path(tmp) / "log"
@@ -460,10 +466,11 @@ class HostRunner:
         workdir: str = "/tmp",
         timeout: float | None = None,
         on_output: OutputSink | None = None,
+        engine_platform: str | None = None,
     ) -> RunResult:
         # image, network and user cannot be honoured on the host: the platform check stands
         # in for the image, and the step runs as the calling user.
-        del image, network, user
+        del image, network, user, engine_platform
         with self._scratch() as scratch:
             mapping = {BUILD_TOOLS_DIR: self.tools_venv()}
             mapping.update({m.target: Path(m.source).resolve() for m in mounts})

@@ -23,7 +23,17 @@ DEFINITIONS_DIR = Path(__file__).resolve().parent
 DEFAULT_DOCKERFILE = "images/Dockerfile"
 DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.\-]+$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]*[a-z0-9]$")
-ARCHITECTURES = ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l")
+# Each architecture (as `uname -m` and wheel tags say it) and its name in OCI images
+# (`podman run --platform linux/<name>`).
+ENGINE_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "armv7l": "arm",
+}
+ARCHITECTURES = tuple(ENGINE_ARCH)
 # manylinux aliases from PEP 599/571/513, for the architectures they were defined for.
 LEGACY_MANYLINUX = {
     (2, 17): ("manylinux2014", ARCHITECTURES),
@@ -62,6 +72,11 @@ class Platform:
     @property
     def dockerfile_path(self) -> Path:
         return DEFINITIONS_DIR / self.dockerfile
+
+    @property
+    def engine_platform(self) -> str:
+        """The platform of its images for a container engine: ``linux/arm64``, ..."""
+        return f"linux/{ENGINE_ARCH[self.arch]}"
 
     @property
     def python_version(self) -> tuple[int, int]:

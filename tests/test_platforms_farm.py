@@ -137,6 +137,9 @@ def test_three_platforms_build_side_by_side_and_stay_apart(farm: Farm, tmp_path:
         assert job["result"]["wheels"] == [EXPECTED[platform][0]], platform
         assert job["worker"] == f"w-{platform}"
     print(f"aarch64 build under qemu: {done[ARM]['build_seconds']} s ({arm_seconds:.0f} s wall)")
+    # Its containers ran as their image's platform (linux/arm64): no engine warning of a
+    # mismatch in the log.
+    assert "does not match the expected platform" not in farm.job(jobs[ARM])["log"]
     listed = {w["name"]: w["platforms"] for w in farm.api("GET", "/api/workers")["workers"]}
     assert listed == {f"w-{p}": [p] for p in PLATFORMS}
 
