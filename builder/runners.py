@@ -312,8 +312,10 @@ class ContainerRunner:
             log_path = Path(tmp) / "log"
             start = time.monotonic()
             with log_path.open("wb") as log:
+                # In a scratch folder: Debian 12's conmon writes an empty `oom` file into the
+                # engine's working directory when a container is OOM-killed (conmon#504).
                 process = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                    args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp
                 )
                 finished = _wait(process, timeout, log_path, on_output)
                 if not finished:

@@ -84,6 +84,7 @@ class Farm:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.logs,  # the worker's own folder, not the checkout
         )
 
     def job(self, job_id: int) -> dict:

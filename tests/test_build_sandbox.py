@@ -264,6 +264,8 @@ def test_a_memory_hog_is_killed_at_the_memory_limit(run: SandboxRun) -> None:
     assert job["error_category"] == "resource_limit"
     assert "out of memory (limit 768m)" in job["error_summary"]
     assert "SANDBOX allocating" in run.log("wf-memhog")
+    # The engine ran in a scratch folder: no `oom` file of conmon's in the worker's own.
+    assert not (run.farm.logs / "oom").exists()
 
 
 def test_an_endless_build_is_stopped_at_the_time_limit(run: SandboxRun) -> None:
