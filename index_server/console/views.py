@@ -121,32 +121,32 @@ def _owner_field() -> str:
     return owner
 
 
-@bp.post("/projects/<name>/owners")
-def add_owner(name: str) -> BaseResponse:
+def _change_owner(name: str, add: bool) -> BaseResponse:
+    """An admin's add or remove form on a project's page; back to its owners section."""
     checked = _owner_action(name)
     if not isinstance(checked, tuple):
         return checked
     who, project = checked
     owner = _owner_field()
-    if owners.add_owner(services(), project, owner, who.name):
-        flash(f"{owner} is now an owner of {project}.", "ok")
+    if add:
+        done = owners.add_owner(services(), project, owner, who.name)
+        message = f"{owner} {'is now' if done else 'was already'} an owner of {project}."
+        flash(message, "ok")
+    elif owners.remove_owner(services(), project, owner, who.name):
+        flash(f"{owner} is no longer an owner of {project}.", "ok")
     else:
-        flash(f"{owner} was already an owner of {project}.", "ok")
+        flash(f"Not done: {owner} is not an owner of {project}.", "error")
     return redirect(url_for("console.project", name=project) + "#owners")
+
+
+@bp.post("/projects/<name>/owners")
+def add_owner(name: str) -> BaseResponse:
+    return _change_owner(name, add=True)
 
 
 @bp.post("/projects/<name>/owners/remove")
 def remove_owner(name: str) -> BaseResponse:
-    checked = _owner_action(name)
-    if not isinstance(checked, tuple):
-        return checked
-    who, project = checked
-    owner = _owner_field()
-    if not owners.remove_owner(services(), project, owner, who.name):
-        flash(f"Not done: {owner} is not an owner of {project}.", "error")
-    else:
-        flash(f"{owner} is no longer an owner of {project}.", "ok")
-    return redirect(url_for("console.project", name=project) + "#owners")
+    return _change_owner(name, add=False)
 
 
 @bp.get("/audit")

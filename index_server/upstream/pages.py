@@ -197,7 +197,7 @@ def _store(
         if "files" in values:
             _upsert(conn, upstream, project, values)
             if status == 404:
-                _forget_old_not_found(conn, now - timedelta(seconds=2 * ttl))
+                _forget_old_not_found(conn, now, now - timedelta(seconds=2 * ttl))
         else:
             conn.execute(
                 update(upstream_pages)
@@ -207,14 +207,14 @@ def _store(
     return PageState(upstream, status, content_hash, expires_at, etag, last_modified)
 
 
-def _forget_old_not_found(conn: Connection, before: datetime) -> None:
+def _forget_old_not_found(conn: Connection, now: datetime, before: datetime) -> None:
     """Drop "not found" rows fetched before ``before`` and expired: a cache of nothing,
     which a new request refetches anyway (fetched_at is indexed, so only old rows are read)."""
     conn.execute(
         delete(upstream_pages).where(
             upstream_pages.c.fetched_at < before,
             upstream_pages.c.status == 404,
-            upstream_pages.c.expires_at < datetime.now(UTC),
+            upstream_pages.c.expires_at < now,
         )
     )
 
